@@ -148,7 +148,7 @@ def encode_arrays(
         b, e = offsets[i]
         a = prepared[i][2]
         if a.nbytes:
-            view[start + b:start + e] = a.reshape(-1).view(np.uint8)
+            view[start + b:start + e] = memoryview(a.reshape(-1).view(np.uint8))
     return out
 
 

@@ -1,0 +1,51 @@
+"""What the driver reports: one record per round, and the observer protocol that receives them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["Observer", "RoundRecord", "RunInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunInfo:
+    """Facts about a run, known before its first round."""
+
+    rounds: int
+    start_round: int
+    num_clients: int
+    num_parameters: int
+    model_bytes: int
+
+
+@dataclass(slots=True)
+class RoundRecord:
+    """Everything measured about one round. ``failures`` maps a reason to how many replies had it."""
+
+    round: int
+    sampled: int = 0
+    replies: int = 0
+    accepted: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    completed: bool = False
+    train_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)
+    num_examples: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def fail(self, reason: str) -> None:
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Observer(Protocol):
+    """Receives the driver's events. Observers must not raise; the driver logs and ignores it if they do."""
+
+    def on_run_start(self, info: RunInfo) -> None: ...
+
+    def on_round_end(self, record: RoundRecord) -> None: ...
+
+    def on_run_end(self, records: list[RoundRecord]) -> None: ...

@@ -1,0 +1,79 @@
+"""The transport contract: the one thing the round driver knows about how clients are reached.
+
+A transport lists the clients it can reach and runs one exchange: it delivers a :class:`TaskBatch` (one
+payload shared by every task of the round, encoded once, plus a small header per client) and yields each
+:class:`Reply` as it arrives, until every task has been answered or the timeout has passed. It never
+decodes or judges a reply: validating what comes back is the driver's job, so every transport gets the
+same checks.
+
+Implementations: :class:`fedra.transport.inmemory.FunctionTransport` (a function per client, in-process:
+tests and the mock), the process pool of :mod:`fedra.simulation`, and gRPC for deployments.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = ["Reply", "Task", "TaskBatch", "TaskKind", "Transport"]
+
+TaskKind = Literal["train", "evaluate"]
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """One client's share of a round: who, and the identifiers its reply must echo."""
+
+    task_id: str
+    client_id: str
+    nonce: str
+
+
+@dataclass(frozen=True, slots=True)
+class TaskBatch:
+    """The tasks of one exchange. ``payload`` is an encoded :class:`fedra.records.Message`."""
+
+    kind: TaskKind
+    round: int
+    payload: Buffer
+    tasks: tuple[Task, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What came back for one task: an encoded message, or the client's reason for failing."""
+
+    task_id: str
+    client_id: str
+    payload: Buffer | None = None
+    error: str | None = None
+
+
+class Transport(ABC):
+    """Reaches clients. One exchange at a time; implementations need not be thread-safe."""
+
+    @abstractmethod
+    def clients(self) -> Sequence[str]:
+        """Identifiers of the clients that can take a task now."""
+
+    @abstractmethod
+    def exchange(self, batch: TaskBatch, *, timeout: float | None) -> Iterator[Reply]:
+        """Deliver ``batch`` and yield replies as they arrive.
+
+        The iterator ends when every task has a reply or ``timeout`` seconds have passed. A client that
+        cannot be reached or fails yields a :class:`Reply` with ``error`` set, when the transport knows;
+        a client that says nothing simply yields nothing. Replies that arrive after the iterator ended
+        are the transport's to discard.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, default does nothing
+        """Release connections and processes."""
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
