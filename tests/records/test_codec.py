@@ -107,7 +107,7 @@ def _payload() -> bytearray:
 @pytest.mark.parametrize("cut", [0, 3, 8, 20, -1, -9])
 def test_truncated_payload_raises_decode_error(cut: int) -> None:
     data = bytes(_payload())
-    with pytest.raises(DecodeError, match="truncated|expected"):
+    with pytest.raises(DecodeError, match=r"truncated|expected"):
         decode_arrays(data[:cut])
 
 
@@ -204,12 +204,14 @@ def test_message_round_trip_and_scalar_validation() -> None:
 
 
 def test_message_with_hostile_metadata_is_rejected() -> None:
-    data = encode_arrays({}, {"fedra.config": '{"x": [1]}'})
+    data = encode_arrays({}, {"fedra": '{"config": {"x": [1]}}'})
     with pytest.raises(DecodeError, match="expected bool, int, float or str"):
         decode_message(data)
-    data = encode_arrays({}, {"fedra.meta": "[]"})
-    with pytest.raises(DecodeError, match="expected a JSON object"):
-        decode_message(data)
+    for bad in ("[]", '{"meta": []}'):
+        with pytest.raises(DecodeError, match="expected a JSON object"):
+            decode_message(encode_arrays({}, {"fedra": bad}))
+    with pytest.raises(DecodeError, match="not valid JSON"):
+        decode_message(encode_arrays({}, {"fedra": '{"metrics": {"a": NaN}}'}))
 
 
 def test_every_record_error_is_a_fedra_error() -> None:

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 
-
 BUILDS = 0
 LOADS = 0
 

@@ -38,12 +38,13 @@ def from_arrays(model: torch.nn.Module, arrays: Mapping[str, np.ndarray]) -> Non
         raise SchemaMismatch(f"state_dict: missing {missing or 'none'}, unexpected {extra or 'none'}")
     state = {}
     for name, t in current.items():
-        a = arrays[name]
-        found = torch.from_numpy(np.asarray(a)).dtype
-        if found != t.dtype or tuple(a.shape) != tuple(t.shape):
-            raise SchemaMismatch(f"tensor {name!r}: expected {t.dtype}{list(t.shape)}, got {found}{list(a.shape)}",
-                                 name=name, expected=str(t.dtype), found=str(found))
-        state[name] = torch.from_numpy(np.array(a, copy=True))
+        a = np.array(arrays[name], copy=True)  # decoded payloads are read-only views; the model owns a copy
+        found = torch.from_numpy(a)
+        if found.dtype != t.dtype or tuple(a.shape) != tuple(t.shape):
+            raise SchemaMismatch(f"tensor {name!r}: expected {t.dtype}{list(t.shape)}, "
+                                 f"got {found.dtype}{list(a.shape)}",
+                                 name=name, expected=str(t.dtype), found=str(found.dtype))
+        state[name] = found
     model.load_state_dict(state, strict=True)
 
 

@@ -148,7 +148,7 @@ def encode_arrays(
         b, e = offsets[i]
         a = prepared[i][2]
         if a.nbytes:
-            view[start + b:start + e] = memoryview(a.reshape(-1).view(np.uint8))
+            view[start + b:start + e] = a.reshape(-1).view(np.uint8).data
     return out
 
 
@@ -266,9 +266,13 @@ def check_finite(arrays: Mapping[str, np.ndarray]) -> None:
     """Raise :class:`NonFiniteValues` if any floating array holds NaN or Inf."""
     for name, a in arrays.items():
         if a.dtype.kind == "f" and a.size:
-            # np.isfinite(a).all() allocates a bool array; a sum is one pass and NaN/Inf propagate.
-            with np.errstate(over="ignore", invalid="ignore"):
+            # One pass, no temporary: NaN and Inf propagate into the sum. float16/32 summed in float64
+            # cannot overflow; float64 can, so only there a huge finite sum needs the exact count.
+            if a.dtype.itemsize < 8:
                 total = np.add.reduce(a, axis=None, dtype=np.float64)
+            else:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    total = np.add.reduce(a, axis=None)
             if not np.isfinite(total):
                 bad = int(a.size - np.count_nonzero(np.isfinite(a)))
                 if bad:

@@ -2,8 +2,7 @@
 
 A :class:`Message` is what crosses every boundary (task to a client, reply to the server, checkpoint on
 disk). Its encoding is the safetensors layout of :mod:`fedra.records._codec`, with the three small
-dictionaries stored as JSON strings under the metadata keys ``fedra.config``, ``fedra.metrics`` and
-``fedra.meta``.
+dictionaries stored together as one JSON string under the metadata key ``fedra`` (empty ones left out).
 """
 
 from __future__ import annotations
@@ -32,6 +31,8 @@ __all__ = ["Message", "Scalar", "decode_message", "encode_message"]
 Scalar = bool | int | float | str
 
 _KEYS: Final = ("config", "metrics", "meta")
+#: The one metadata key holding the envelope: ``{"config": {...}, "metrics": {...}, "meta": {...}}``.
+_META_KEY: Final = "fedra"
 
 
 def _check_scalars(where: str, values: Mapping[str, object], exc: type[Exception]) -> dict[str, Scalar]:
@@ -59,12 +60,9 @@ class Message:
 
 def encode_message(msg: Message) -> bytearray:
     """Encode ``msg``; raises ``TypeError``/``ValueError`` for values JSON cannot carry exactly."""
-    metadata = {
-        f"fedra.{key}": json.dumps(_check_scalars(key, getattr(msg, key), ValueError),
-                                   separators=(",", ":"), allow_nan=False)
-        for key in _KEYS
-    }
-    return encode_arrays(msg.arrays, metadata)
+    envelope = {key: _check_scalars(key, values, ValueError)
+                for key in _KEYS if (values := getattr(msg, key))}
+    return encode_arrays(msg.arrays, {_META_KEY: json.dumps(envelope, separators=(",", ":"), allow_nan=False)})
 
 
 def _reject_constant(value: str) -> object:
@@ -91,15 +89,17 @@ def decode_message(
         Reject larger payloads before parsing: :class:`PayloadTooLarge`.
     """
     arrays, metadata = decode_arrays(data, max_bytes=max_bytes)
+    try:
+        envelope = json.loads(metadata.get(_META_KEY, "{}"), parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise DecodeError(f"{what}: metadata {_META_KEY!r} is not valid JSON: {exc}") from exc
+    if not isinstance(envelope, dict):
+        raise DecodeError(f"{what}: metadata {_META_KEY!r}: expected a JSON object, got {type(envelope).__name__}")
     parts: dict[str, dict[str, Scalar]] = {}
     for key in _KEYS:
-        raw = metadata.get(f"fedra.{key}", "{}")
-        try:
-            obj = json.loads(raw, parse_constant=_reject_constant)
-        except ValueError as exc:
-            raise DecodeError(f"{what}: metadata 'fedra.{key}' is not valid JSON: {exc}") from exc
+        obj = envelope.get(key, {})
         if not isinstance(obj, dict):
-            raise DecodeError(f"{what}: metadata 'fedra.{key}': expected a JSON object, got {type(obj).__name__}")
+            raise DecodeError(f"{what}: {key}: expected a JSON object, got {type(obj).__name__}")
         parts[key] = _check_scalars(f"{what}.{key}", obj, DecodeError)
     if spec is not None:
         check_schema(arrays, spec, what=what)

@@ -6,7 +6,7 @@ model framework: a :class:`ClientApp` (see :mod:`fedra.app`) wraps the user's mo
 
 from __future__ import annotations
 
-import zlib
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,8 +42,8 @@ class ClientApp(Protocol):
 
 def task_seed(round_seed: int, client_id: str) -> int:
     """The seed of one client's task: a function of the round's seed and the client, nothing else."""
-    ss = np.random.SeedSequence([round_seed, zlib.crc32(client_id.encode())])
-    return int(ss.generate_state(1, np.uint32)[0])
+    digest = hashlib.blake2b(f"{round_seed}/{client_id}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
 
 
 @dataclass(frozen=True, slots=True)

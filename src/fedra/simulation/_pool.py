@@ -4,8 +4,9 @@ Each worker is forked once. It loads the user's module, builds the model once an
 partitions prepared, so a task costs only the training itself. The main process never imports the
 model framework: even the initial model and the centralised evaluation come from a worker.
 
-Wire format between processes (``Connection.send_bytes``; nothing is pickled): a JSON header, followed
-by a raw body when the header says ``"body": true``. Bodies are fedra payloads (safetensors layout).
+Wire format between processes (``Connection.send_bytes``; nothing is pickled): one message is a 4-byte
+header length, a JSON header and a raw body. Bodies are fedra payloads (safetensors layout); a worker's
+replies to a chunk of tasks travel together, their bodies concatenated, with their lengths in the header.
 
 Tasks are handed out in chunks, a few per worker at a time, to whichever worker asks for more; which
 worker runs a task never changes its result (each task is seeded from the round seed and the client id,
@@ -20,6 +21,7 @@ import logging
 import multiprocessing as mp
 import os
 import signal
+import struct
 import time
 import traceback
 import zlib
@@ -30,7 +32,7 @@ from typing import Any, Protocol, final
 
 import numpy as np
 
-from fedra.errors import FedraError, TransportError
+from fedra.errors import FedraError, TransportError, UserCodeError
 from fedra.records import Message, decode_message, encode_message
 from fedra.runtime import ClientApp, RoundPayload, run_task
 from fedra.transport.base import Buffer, Reply, Task, TaskBatch, Transport
@@ -51,17 +53,29 @@ class WorkerApp(ClientApp, Protocol):
 AppFactory = Callable[[], WorkerApp]
 
 
+_HLEN = struct.Struct("<I")
+#: A worker sends its replies in one message per this many bytes (or per chunk of tasks, if sooner).
+_FLUSH_BYTES = 1 << 20
+
+
 def _send(conn: Connection, header: dict[str, Any], body: Buffer | None = None) -> None:
-    header["body"] = body is not None
-    conn.send_bytes(json.dumps(header, separators=(",", ":")).encode())
-    if body is not None:
-        conn.send_bytes(body)
+    """One pipe message: a 4-byte header length, the JSON header, then the raw body (if any)."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    if body is None:
+        conn.send_bytes(_HLEN.pack(len(head)) + head)
+        return
+    buf = bytearray(_HLEN.size + len(head) + memoryview(body).nbytes)
+    _HLEN.pack_into(buf, 0, len(head))
+    buf[_HLEN.size:_HLEN.size + len(head)] = head
+    buf[_HLEN.size + len(head):] = body
+    conn.send_bytes(buf)
 
 
-def _recv(conn: Connection) -> tuple[dict[str, Any], bytes | None]:
-    header = json.loads(conn.recv_bytes())
-    body = conn.recv_bytes() if header.get("body") else None
-    return header, body
+def _recv(conn: Connection) -> tuple[dict[str, Any], memoryview]:
+    data = memoryview(conn.recv_bytes())
+    (hlen,) = _HLEN.unpack_from(data, 0)
+    end = _HLEN.size + hlen
+    return json.loads(bytes(data[_HLEN.size:end])), data[end:]
 
 
 def _error_text(exc: BaseException) -> str:
@@ -76,7 +90,7 @@ def _worker_main(conn: Connection, factory: AppFactory) -> None:
     try:
         app = factory()
     except BaseException as exc:
-        _send(conn, {"cmd": "failed", "error": _error_text(exc)})
+        _send(conn, {"cmd": "failed", "error": _error_text(exc), "user_code": isinstance(exc, UserCodeError)})
         return
     _send(conn, {"cmd": "ready", "pid": os.getpid()})
     current: RoundPayload | None = None
@@ -89,23 +103,34 @@ def _worker_main(conn: Connection, factory: AppFactory) -> None:
         if cmd == "stop":
             return
         if cmd == "round":
-            assert body is not None
             try:
                 current = RoundPayload.decode(body)
             except FedraError as exc:
                 current = None
                 log.error("worker: cannot decode round payload: %s", exc)
         elif cmd == "tasks":
+            # Replies go back batched (one message per chunk, or per MiB): fewer system calls per task.
+            items: list[dict[str, Any]] = []
+            bodies: list[Buffer] = []
+            size = 0
             for task_id, client_id, nonce in header["tasks"]:
-                reply = {"cmd": "reply", "round": header["round"], "task_id": task_id, "client_id": client_id}
+                item: dict[str, Any] = {"task_id": task_id, "client_id": client_id, "n": 0}
                 try:
                     if current is None or current.round != header["round"]:
                         raise TransportError(f"no payload for round {header['round']}")
                     out = run_task(app, current, Task(task_id, client_id, nonce))
                 except Exception as exc:
-                    _send(conn, {**reply, "error": _error_text(exc)})
+                    item["error"] = _error_text(exc)
                 else:
-                    _send(conn, reply, out)
+                    item["n"] = len(out)
+                    bodies.append(out)
+                    size += len(out)
+                items.append(item)
+                if size >= _FLUSH_BYTES:
+                    _send(conn, {"cmd": "replies", "round": header["round"], "items": items}, b"".join(bodies))
+                    items, bodies, size = [], [], 0
+            if items:
+                _send(conn, {"cmd": "replies", "round": header["round"], "items": items}, b"".join(bodies))
         elif cmd == "init":
             try:
                 arrays = app.init_arrays(int(header["seed"]))
@@ -114,7 +139,6 @@ def _worker_main(conn: Connection, factory: AppFactory) -> None:
                 _send(conn, {"cmd": "init", "error": _error_text(exc)})
         elif cmd == "evaluate":
             try:
-                assert body is not None
                 app.set_arrays(decode_message(body).arrays)
                 metrics = app.evaluate_central(header.get("config", {}), int(header["seed"]))
                 _send(conn, {"cmd": "evaluate", "metrics": metrics})
@@ -171,6 +195,8 @@ class ProcessPoolTransport(Transport):
             raise TransportError(f"simulation worker exited during start-up (exit code "
                                  f"{w.process.exitcode})") from None
         if header["cmd"] != "ready":
+            if header.get("user_code"):
+                raise UserCodeError(f"the model module failed to load in a worker: {header.get('error')}")
             raise TransportError(f"simulation worker failed to start: {header.get('error')}")
 
     def close(self) -> None:
@@ -193,7 +219,7 @@ class ProcessPoolTransport(Transport):
         return [w.process.pid for w in self._workers]
 
     # -- requests to one worker ------------------------------------------------------------------
-    def _request(self, header: dict[str, Any], body: Buffer | None = None) -> tuple[dict[str, Any], bytes | None]:
+    def _request(self, header: dict[str, Any], body: Buffer | None = None) -> tuple[dict[str, Any], memoryview]:
         w = self._idle_worker()
         _send(w.conn, header, body)
         while True:
@@ -216,7 +242,6 @@ class ProcessPoolTransport(Transport):
     def initial_arrays(self, seed: int) -> dict[str, np.ndarray]:
         """The initial global model, built by the user's ``model()`` in a worker."""
         _, body = self._request({"cmd": "init", "seed": seed})
-        assert body is not None
         return {k: np.array(v) for k, v in decode_message(body).arrays.items()}
 
     def evaluate_central(self, params: Mapping[str, np.ndarray], *, seed: int = 0,
@@ -235,8 +260,9 @@ class ProcessPoolTransport(Transport):
         return (i if i is not None else zlib.crc32(client_id.encode())) % num_workers
 
     def _absorb(self, w: _Worker, header: dict[str, Any]) -> None:
-        if header.get("cmd") == "reply":
-            w.outstanding.pop(header["task_id"], None)
+        if header.get("cmd") == "replies":
+            for item in header["items"]:
+                w.outstanding.pop(item["task_id"], None)
 
     def _replace(self, w: _Worker) -> tuple[list[Task], _Worker]:
         lost = list(w.outstanding.values())
@@ -268,22 +294,34 @@ class ProcessPoolTransport(Transport):
         pending = n
         ids = {t.task_id for t in batch.tasks}
 
+        # Tasks that were in flight at a worker that died run again one at a time, alone on a worker,
+        # so that a task which kills its worker is identified exactly and reported as that client's failure.
+        suspects: deque[Task] = deque()
+        isolated: set[str] = set()
+
         def feed(w: _Worker) -> None:
             # keep at most two chunks queued at a worker: enough to hide latency, little to strand
             own = queues[self._workers.index(w)]
             while len(w.outstanding) < 2 * chunk:
-                q = own if own else max(queues, key=len)
-                if not q:
-                    return
-                take = min(chunk, len(q))
-                part = [q.popleft() for _ in range(take)] if q is own else [q.pop() for _ in range(take)]
+                if isolated and not isolated.isdisjoint(w.outstanding):
+                    return  # a suspect runs alone
+                if suspects:
+                    if w.outstanding:
+                        return
+                    part = [suspects.popleft()]
+                else:
+                    q = own if own else max(queues, key=len)
+                    if not q:
+                        return
+                    take = min(chunk, len(q))
+                    part = [q.popleft() for _ in range(take)] if q is own else [q.pop() for _ in range(take)]
                 for t in part:
                     w.outstanding[t.task_id] = t
                 try:
                     _send(w.conn, {"cmd": "tasks", "round": batch.round,
                                    "tasks": [[t.task_id, t.client_id, t.nonce] for t in part]})
                 except OSError:
-                    return  # the worker died: its EOF is handled below, with these tasks reported lost
+                    return  # the worker died: its EOF is handled below, with these tasks in flight
 
         for w in self._workers:
             feed(w)
@@ -296,27 +334,31 @@ class ProcessPoolTransport(Transport):
             for conn in ready:
                 w = by_conn[id(conn)]
                 try:
-                    header, body = _recv(w.conn)  # type: ignore[arg-type]
+                    header, body = _recv(w.conn)
                 except (EOFError, OSError):
                     lost, new = self._replace(w)
                     by_conn = {id(x.conn): x for x in self._workers}
                     _send(new.conn, {"cmd": "round", "round": batch.round}, batch.payload)
-                    # a worker runs its tasks in the order sent: the first was running when it died, the
-                    # others never started and go back to the queue
                     mine = [t for t in lost if t.task_id in ids]
-                    if mine:
+                    if len(mine) == 1 and mine[0].task_id in isolated:
                         pending -= 1
                         yield Reply(mine[0].task_id, mine[0].client_id,
                                     error=f"worker process died during the task (exit code {w.process.exitcode})")
-                        queues[self._workers.index(new)].extendleft(reversed(mine[1:]))
+                    else:
+                        suspects.extend(mine)
+                        isolated.update(t.task_id for t in mine)
                     for x in self._workers:
                         feed(x)
                     continue
-                if header.get("cmd") != "reply":
+                if header.get("cmd") != "replies":
                     continue
-                task = w.outstanding.pop(header["task_id"], None)
-                if header["round"] != batch.round or task is None:
-                    continue  # a straggler from an earlier exchange: the driver already moved on
-                pending -= 1
+                pos = 0
+                for item in header["items"]:
+                    n = item["n"]
+                    payload, pos = (body[pos:pos + n] if n else None), pos + n
+                    task = w.outstanding.pop(item["task_id"], None)
+                    if header["round"] != batch.round or task is None:
+                        continue  # a straggler from an earlier exchange: the driver already moved on
+                    pending -= 1
+                    yield Reply(task.task_id, task.client_id, payload=payload, error=item.get("error"))
                 feed(w)
-                yield Reply(task.task_id, task.client_id, payload=body, error=header.get("error"))

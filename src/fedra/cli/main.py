@@ -1,0 +1,65 @@
+"""The ``fedra`` command: the typer app that gathers one module per command.
+
+``fedra simulate`` (:mod:`fedra.cli.simulate`), ``fedra new`` (:mod:`fedra.cli.new`) and ``fedra version``.
+fedra's log messages (loggers ``fedra.*``) go to stderr through rich, from WARNING up, or from INFO up with
+``-v``. Importing this module imports neither a model framework nor matplotlib.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from fedra import __version__
+from fedra.cli import new, simulate
+
+__all__ = ["app", "configure_logging", "main"]
+
+#: Name of the handler this module installs on the ``fedra`` logger, so configuring twice replaces it.
+_HANDLER = "fedra.cli"
+
+app = typer.Typer(
+    name="fedra",
+    help="Federated learning, from simulation on one machine to deployment.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("simulate", no_args_is_help=True)(simulate.simulate)
+app.command("new", no_args_is_help=True)(new.new)
+
+
+def configure_logging(level: int) -> None:
+    """Show fedra's log records at ``level`` and above on stderr, through rich."""
+    logger = logging.getLogger("fedra")
+    for handler in list(logger.handlers):
+        if handler.get_name() == _HANDLER:
+            logger.removeHandler(handler)
+    handler = RichHandler(console=Console(stderr=True), show_time=False, show_path=False,
+                          rich_tracebacks=False, markup=False)
+    handler.set_name(_HANDLER)
+    logger.addHandler(handler)
+    logger.setLevel(level)
+
+
+@app.callback()
+def _options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show fedra's INFO messages.")] = False,
+) -> None:
+    """fedra: federated learning, from simulation on one machine to deployment."""
+    configure_logging(logging.INFO if verbose else logging.WARNING)
+
+
+@app.command()
+def version() -> None:
+    """Print fedra's version."""
+    typer.echo(f"fedra {__version__}")
+
+
+def main() -> None:
+    """The console script ``fedra``."""
+    app()
