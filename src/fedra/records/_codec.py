@@ -14,6 +14,7 @@ Nothing here unpickles or evaluates anything; JSON is parsed with NaN/Infinity r
 from __future__ import annotations
 
 import json
+import math
 import struct
 from collections.abc import Mapping
 from typing import Any, Final
@@ -156,6 +157,10 @@ def _reject_constant(value: str) -> Any:
     raise ValueError(f"non-finite number {value} in JSON")
 
 
+#: One decoder for every header (``json.loads`` with options builds a new decoder per call).
+JSON_DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode_arrays(
     data: bytes | bytearray | memoryview,
     *,
@@ -186,7 +191,7 @@ def decode_arrays(
     if start > size:
         raise DecodeError(f"truncated payload: header says {hlen:,} header bytes, only {size - _LEN.size:,} present")
     try:
-        header = json.loads(bytes(buf[_LEN.size:start]), parse_constant=_reject_constant)
+        header = JSON_DECODER.decode(bytes(buf[_LEN.size:start]).decode())
     except (UnicodeDecodeError, ValueError) as exc:
         raise DecodeError(f"payload header is not valid JSON: {exc}") from exc
     if not isinstance(header, dict):
@@ -203,11 +208,9 @@ def decode_arrays(
         tag, shape, offs = info.get("dtype"), info.get("shape"), info.get("data_offsets")
         if tag not in DTYPES:
             raise DecodeError(f"array {name!r}: expected a dtype among {sorted(DTYPES)}, got {tag!r}")
-        if (not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                                   for d in shape)):
+        if type(shape) is not list or not all(type(d) is int and d >= 0 for d in shape):
             raise DecodeError(f"array {name!r}: expected a shape of non-negative integers, got {shape!r}")
-        if (not isinstance(offs, list) or len(offs) != 2
-                or not all(isinstance(o, int) and not isinstance(o, bool) for o in offs)):
+        if type(offs) is not list or len(offs) != 2 or type(offs[0]) is not int or type(offs[1]) is not int:
             raise DecodeError(f"array {name!r}: expected data_offsets [begin, end], got {offs!r}")
         b, e = offs
         dtype = DTYPES[tag]
@@ -273,7 +276,7 @@ def check_finite(arrays: Mapping[str, np.ndarray]) -> None:
             else:
                 with np.errstate(over="ignore", invalid="ignore"):
                     total = np.add.reduce(a, axis=None)
-            if not np.isfinite(total):
+            if not math.isfinite(total):
                 bad = int(a.size - np.count_nonzero(np.isfinite(a)))
                 if bad:
                     raise NonFiniteValues(name=name, count=bad, size=int(a.size))

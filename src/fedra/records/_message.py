@@ -18,6 +18,7 @@ import numpy as np
 from fedra.errors import DecodeError
 from fedra.records._codec import (
     DEFAULT_MAX_PAYLOAD_BYTES,
+    JSON_DECODER,
     ArraySpec,
     check_finite,
     check_schema,
@@ -35,16 +36,21 @@ _KEYS: Final = ("config", "metrics", "meta")
 _META_KEY: Final = "fedra"
 
 
+_SCALAR_TYPES: Final = frozenset({bool, int, float, str})
+
+
 def _check_scalars(where: str, values: Mapping[str, object], exc: type[Exception]) -> dict[str, Scalar]:
     out: dict[str, Scalar] = {}
     for k, v in values.items():
-        if not isinstance(k, str):
+        t = type(v)
+        if type(k) is not str:
             raise exc(f"{where}: expected string keys, got {k!r}")
-        if not isinstance(v, bool | int | float | str):
-            raise exc(f"{where}[{k!r}]: expected bool, int, float or str, got {type(v).__name__}")
-        if isinstance(v, float) and not math.isfinite(v):
+        if t not in _SCALAR_TYPES:
+            if not isinstance(v, bool | int | float | str):  # subclasses (IntEnum, ...) are fine too
+                raise exc(f"{where}[{k!r}]: expected bool, int, float or str, got {t.__name__}")
+        elif t is float and not math.isfinite(v):  # type: ignore[arg-type]
             raise exc(f"{where}[{k!r}]: expected a finite number, got {v}")
-        out[k] = v
+        out[k] = v  # type: ignore[assignment]
     return out
 
 
@@ -63,10 +69,6 @@ def encode_message(msg: Message) -> bytearray:
     envelope = {key: _check_scalars(key, values, ValueError)
                 for key in _KEYS if (values := getattr(msg, key))}
     return encode_arrays(msg.arrays, {_META_KEY: json.dumps(envelope, separators=(",", ":"), allow_nan=False)})
-
-
-def _reject_constant(value: str) -> object:
-    raise ValueError(f"non-finite number {value}")
 
 
 def decode_message(
@@ -90,7 +92,7 @@ def decode_message(
     """
     arrays, metadata = decode_arrays(data, max_bytes=max_bytes)
     try:
-        envelope = json.loads(metadata.get(_META_KEY, "{}"), parse_constant=_reject_constant)
+        envelope = JSON_DECODER.decode(metadata.get(_META_KEY, "{}"))
     except ValueError as exc:
         raise DecodeError(f"{what}: metadata {_META_KEY!r} is not valid JSON: {exc}") from exc
     if not isinstance(envelope, dict):
