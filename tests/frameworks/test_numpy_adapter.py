@@ -29,5 +29,5 @@ def test_array_data_batches() -> None:
     assert len(d) == 5
     assert [b[1].tolist() for b in d.batches(2)] == [[0, 1], [2, 3], [4]]
     shuffled = [b[1].tolist() for b in d.batches(2, rng=np.random.default_rng(0))]
-    assert sorted(sum(shuffled, [])) == [0, 1, 2, 3, 4]
+    assert sorted(x for part in shuffled for x in part) == [0, 1, 2, 3, 4]
     assert shuffled == [b[1].tolist() for b in d.batches(2, rng=np.random.default_rng(0))]

@@ -47,7 +47,7 @@ def test_mismatches_raise_schema_errors() -> None:
     arrays = to_arrays(m)
     with pytest.raises(SchemaMismatch, match=r"missing \['3.bias'\]"):
         from_arrays(m, {k: v for k, v in arrays.items() if k != "3.bias"})
-    with pytest.raises(SchemaMismatch, match="expected torch.float32"):
+    with pytest.raises(SchemaMismatch, match=r"expected torch\.float32"):
         from_arrays(m, {**arrays, "3.bias": arrays["3.bias"].astype(np.float64)})
     with pytest.raises(SchemaMismatch, match=r"expected torch.float32\[3\]"):
         from_arrays(m, {**arrays, "3.bias": np.zeros(4, np.float32)})
@@ -81,7 +81,7 @@ def test_tensor_data_batches_are_seeded_and_cover_the_partition() -> None:
     a = [b[1].tolist() for b in data.batches(4)]
     torch.manual_seed(1)
     b = [b[1].tolist() for b in data.batches(4)]
-    assert a == b and sorted(sum(a, [])) == list(range(10)) and [len(v) for v in a] == [4, 4, 2]
+    assert a == b and sorted(x for part in a for x in part) == list(range(10)) and [len(v) for v in a] == [4, 4, 2]
     assert [v[1].tolist() for v in data.batches(5, shuffle=False)] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
 
 
