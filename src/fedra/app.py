@@ -123,12 +123,14 @@ class UserApp:
 
     def init_arrays(self, seed: int) -> dict[str, np.ndarray]:
         """A freshly initialised model's arrays, seeded: the job's initial global model."""
-        self._model = None
-        if self._framework_name != "auto":
-            frameworks.get(self._framework_name).seed(seed)
-        np.random.seed(seed % 2**32)
-        model = self._ensure_model()
-        return self.framework.get_arrays(model)
+        fw = self.framework  # under "auto" this builds one model first, to learn the framework
+        fw.seed(seed)
+        np.random.seed(seed % 2**32)  # noqa: NPY002 - for user code that initialises with np.random
+        try:
+            self._model = self.module.model()
+        except Exception as exc:
+            raise UserCodeError(f"model(): {type(exc).__name__}: {exc}") from exc
+        return fw.get_arrays(self._model)
 
     def data(self, key: str, dataset: Dataset | None = None) -> Any:
         """The prepared data of partition ``key``, built on first use and kept (LRU)."""

@@ -77,3 +77,18 @@ def test_a_failing_client_is_a_dropout_and_the_run_goes_on(monkeypatch: pytest.M
     assert all(r.completed and r.accepted == 19 for r in result.records)
     assert failures(result.records) == {reason: 3}
     assert result.records[-1].eval_metrics["accuracy"] > 0.5
+
+
+def test_initial_model_depends_only_on_the_seed_whatever_the_framework_setting() -> None:
+    """Regression: under framework = "auto" the initial torch model was not seeded by the job's seed."""
+    torch = pytest.importorskip("torch")
+    from fedra.app import UserApp
+    from fedra.runtime import model_digest
+
+    module = str(HERE.parents[1] / "examples/digits/task.py")
+    for framework in ("auto", "torch"):
+        app = UserApp(module, framework=framework, partitions=lambda cid: None)  # type: ignore[arg-type,return-value]
+        first = model_digest(app.init_arrays(1))
+        torch.rand(100)  # whatever ran before must not matter
+        assert model_digest(app.init_arrays(1)) == first, framework
+        assert model_digest(app.init_arrays(2)) != first, framework
