@@ -31,7 +31,13 @@ def test_all_is_sorted_and_resolves(name: str) -> None:
 
 def test_policy_classes_are_final() -> None:
     from fedra.simulation import ProcessPoolTransport
-    from fedra.strategy import Aggregator, FractionSampler, RoundAggregate, ServerOptimizer, Strategy
+    from fedra.strategy import (
+        Aggregator,
+        FractionSampler,
+        RoundAggregate,
+        ServerOptimizer,
+        Strategy,
+    )
     from fedra.transport import FunctionTransport
 
     for klass in (Strategy, Aggregator, FractionSampler, ServerOptimizer, RoundAggregate, FunctionTransport,

@@ -125,7 +125,7 @@ class UserApp:
         """A freshly initialised model's arrays, seeded: the job's initial global model."""
         fw = self.framework  # under "auto" this builds one model first, to learn the framework
         fw.seed(seed)
-        np.random.seed(seed % 2**32)  # noqa: NPY002 - for user code that initialises with np.random
+        np.random.seed(seed % 2**32)
         try:
             self._model = self.module.model()
         except Exception as exc:
