@@ -34,7 +34,7 @@ class Aggregator:
     num_byzantine: int = 0
     num_selected: int | None = None
     #: how many arrived updates the mean folds at once (memory-bandwidth efficiency vs. memory held).
-    fold_batch: int = 8
+    fold_batch: int = 16
 
     def __post_init__(self) -> None:
         if self.kind not in AGGREGATORS:
