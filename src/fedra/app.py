@@ -161,7 +161,7 @@ class UserApp:
         try:
             out = self.module.train(self._model, data, {**config, "seed": seed, "client_id": client_id})
         except Exception as exc:
-            raise UserCodeError(f"train() on client {client_id!r}: {type(exc).__name__}: {exc}") from exc
+            raise UserCodeError(f"train(): {type(exc).__name__}: {exc}") from exc
         return TaskResult(num_examples=len(data), metrics=_metrics("train()", out))
 
     def evaluate(self, client_id: str, config: Mapping[str, Scalar], seed: int) -> TaskResult:

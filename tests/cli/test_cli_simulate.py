@@ -240,3 +240,17 @@ def test_cli_import_pulls_in_no_model_framework_nor_matplotlib() -> None:
             "print(sorted(m for m in ('torch', 'matplotlib', 'sklearn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_run_where_every_client_fails_exits_75_with_the_reason(cli: Cli, tmp_path: Path) -> None:
+    (tmp_path / "task.py").write_text(
+        "import numpy as np\n"
+        "def model():\n    return {'w': np.zeros(2)}\n"
+        "def train(m, d, c):\n    raise RuntimeError('no GPU here')\n"
+        "def evaluate(m, d):\n    return {}\n")
+    job = write_job(tmp_path, '[job]\nname = "bad"\nmodule = "task.py"\nrounds = 2\n'
+                              '[data]\nnum_clients = 3\n[simulation]\nworkers = 1\n')
+    result = cli("simulate", job, "--output", tmp_path / "runs")
+    assert result.exit_code == 75, result.output
+    assert "no round completed" in result.output
+    assert "train(): RuntimeError: no GPU here (x6)" in result.output

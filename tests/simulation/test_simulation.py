@@ -65,7 +65,7 @@ def failures(records: list[RoundRecord]) -> dict[str, int]:
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
-        ("raise", "client error: UserCodeError: train() on client 'client-0003': ValueError: bad batch"),
+        ("raise", "client error: UserCodeError: train(): ValueError: bad batch"),
         ("nan", "NonFiniteValues"),
         ("exit", "client error: worker process died during the task (exit code 3)"),
     ],

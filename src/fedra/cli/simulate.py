@@ -25,7 +25,7 @@ from rich.console import Console
 
 from fedra import __version__
 from fedra.cli import exit_codes, print_error, stderr
-from fedra.errors import ConfigError, FedraError, StateError
+from fedra.errors import AggregationError, ConfigError, FedraError, StateError
 from fedra.job import JobSpec, load_job, parse_job
 from fedra.observe import ConsoleObserver, JsonlObserver, read_jsonl, write_plot
 from fedra.records import encode_arrays
@@ -178,8 +178,22 @@ def simulate(
             console.print(f"run directory: {run_dir}", soft_wrap=True, highlight=False)
         result = _run(job, run_dir, console, quiet=quiet, job_file=job_file, fresh=fresh)
         _save_outputs(job, run_dir, result)
+        if result.records and not any(r.completed for r in result.records):
+            raise AggregationError(_no_round_completed(result))
     console.print(f"run directory: {run_dir}" if quiet else f"saved model, metrics and plot in {run_dir}",
                   soft_wrap=True, highlight=False)
+
+
+def _no_round_completed(result: RunResult) -> str:
+    reasons: dict[str, int] = {}
+    for rec in result.records:
+        for reason, count in rec.failures.items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    top = sorted(reasons.items(), key=lambda kv: -kv[1])[:3]
+    listed = "; ".join(f"{reason} (x{count})" for reason, count in top) or "no replies at all"
+    return (f"no round completed: expected at least job.strategy.min_replies accepted updates per round, "
+            f"got fewer in all {len(result.records)} rounds. Most frequent failures: {listed}. "
+            "The global model is unchanged; fix the client code or data and run again")
 
 
 def _run(job: JobSpec, run_dir: Path, console: Console, *, quiet: bool, job_file: Path,
