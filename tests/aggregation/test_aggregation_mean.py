@@ -401,3 +401,50 @@ def test_accumulator_result_needs_updates_and_weight() -> None:
     acc.add_many([])
     with pytest.raises(AggregationError, match=r"expected a positive total weight, got 0.0 over 1 updates"):
         acc.result()
+
+
+# --- the BLAS axpy path for large float arrays --------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_large_arrays_fold_by_blas_bit_identically_however_batched(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    n = _mean._BLAS_MIN_SIZE * 3 + 7  # odd size: blocks and BLAS tails fall mid-way
+    monkeypatch.setattr(_mean, "_BLAS_BLOCK", 1 << 16)  # several blocks per array
+    calls = []
+    real = _mean._axpy_kernel
+
+    def counting(dt: np.dtype[Any]) -> Any:
+        calls.append(dt)
+        return real(dt)
+
+    monkeypatch.setattr(_mean, "_axpy_kernel", counting)
+    rng = np.random.default_rng(7)
+    updates = [{"big": rng.standard_normal(n).astype(dtype), "small": rng.standard_normal(5).astype(dtype)}
+               for _ in range(7)]
+    weights = [float(w) for w in rng.integers(1, 500, size=7)]
+    one = WeightedMeanAccumulator(updates[0])
+    for u, w in zip(updates, weights, strict=True):
+        one.add(u, w)
+    many = WeightedMeanAccumulator(updates[0])
+    many.add_many(list(zip(updates[:3], weights[:3], strict=True)))
+    many.add_many(list(zip(updates[3:], weights[3:], strict=True)))
+    batch = weighted_mean(updates, weights)
+    assert calls and all(dt == np.dtype(dtype) for dt in calls), "the large array must take the BLAS path"
+    assert same_bits(one.result(), many.result()) and same_bits(one.result(), batch)
+    oracle = np.average(np.stack([u["big"].astype(np.float64) for u in updates]), axis=0, weights=weights)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(batch["big"], oracle, rtol=rtol, atol=rtol)
+    assert batch["big"].dtype == np.dtype(dtype)
+
+
+def test_small_and_converted_arrays_do_not_use_blas(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(dt: np.dtype[Any]) -> Any:
+        raise AssertionError("BLAS used for an array that should fold in numpy")
+
+    monkeypatch.setattr(_mean, "_axpy_kernel", fail)
+    n = _mean._BLAS_MIN_SIZE + 1
+    ups = [{"h": np.ones(n, np.float16), "i": np.ones(n, np.int32), "s": np.ones(10, np.float32)}] * 2
+    out = weighted_mean(ups, [1.0, 3.0])
+    assert out["h"].dtype == np.float16 and float(out["h"][0]) == 1.0 and out["i"][0] == 1

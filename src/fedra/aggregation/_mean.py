@@ -6,23 +6,29 @@ models weighted by each client's number of examples, ``sum_i w_i x_i / sum_i w_i
 
 Numerics
 --------
-One fold step is, per element and in a fixed accumulator dtype, ``acc = acc + (w * x)``: the product is
-rounded to the accumulator dtype, then the sum is. The accumulator dtype is float32 for float16 and float32
-arrays (float16 accumulates in float32) and float64 for float64, integer and bool arrays; the weight is cast
-to it once. Because every element sees the same two roundings in the same order however the work is split
-(into cache-sized column blocks, across threads, or across ``add`` and ``add_many`` calls), the result is
-bit-identical for the same sequence of updates. :func:`weighted_mean` runs the same fold, so it equals a
-:class:`WeightedMeanAccumulator` fed the same updates in the same order, bit for bit.
+One fold step is, per element and in a fixed accumulator dtype, ``acc = acc + w * x``. The accumulator dtype
+is float32 for float16 and float32 arrays (float16 accumulates in float32) and float64 for float64, integer
+and bool arrays; the weight is cast to it once. Two kernels, chosen per array by its size and dtypes only:
+
+- large floating arrays whose inputs already have the accumulator dtype (at least ``_BLAS_MIN_SIZE``
+  elements) use BLAS ``axpy`` (SciPy's BLAS): one fused pass per update, over a fixed grid of column
+  blocks, threaded by BLAS;
+- the rest use numpy: the product rounded to the accumulator dtype, then the sum, in cache-sized blocks
+  split across threads.
+
+Either way every element sees the same operations in the same order however the work is batched, so
+``add``, ``add_many`` and :func:`weighted_mean` are bit-identical for the same sequence of updates (on one
+BLAS build and thread count, for the axpy path).
 
 The result divides the running sum by the total weight and casts back to each array's dtype; integer and
 bool arrays (such as BatchNorm's ``num_batches_tracked``) are rounded to nearest, ties to even.
 
 Speed
 -----
-Averaging is memory-bound: each update is read once, in column blocks of about 1 MiB of accumulator, so
-the block of the sum stays in cache while a whole batch of updates streams through it. Large folds split
-the columns across threads (numpy releases the GIL inside large ufunc loops). Updates are assumed finite;
-check them first (``fedra.records.check_finite``): a NaN or Inf propagates into the mean.
+Averaging is memory-bound: each update is read once while the accumulator's block stays in cache. numpy
+has no fused multiply-add, so its kernel needs a second (in-cache) pass per update; ``axpy`` does not, which
+is what brings a large fold near the streaming limit of the machine (see BENCHMARKS.md). Updates are assumed
+finite; check them first (``fedra.records.check_finite``): a NaN or Inf propagates into the mean.
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ _BLOCK_BYTES: Final = 1 << 20
 _MIN_PARALLEL_WORK: Final = 1 << 21
 #: Thread splits fall on multiples of this many elements, so threads never share a cache line.
 _SPLIT_ALIGN: Final = 64
+#: Arrays of at least this many elements (with inputs in the accumulator's dtype) fold with BLAS axpy.
+_BLAS_MIN_SIZE: Final = 1 << 16
+#: Elements per axpy call: a multiple of 64, large enough that BLAS threads it, small enough for cache.
+_BLAS_BLOCK: Final = 1 << 20
 _F32_TINY: Final = float(np.finfo(np.float32).tiny)
 _F32_MAX: Final = float(np.finfo(np.float32).max)
 
@@ -236,12 +246,57 @@ def _split(sizes: list[int], parts: int) -> list[list[tuple[int, int, int]]]:
     return [s for s in shares if s]
 
 
+def _axpy_kernel(dtype: np.dtype[Any]) -> Any:
+    """BLAS ``axpy`` (``y <- a x + y``, one fused pass) for float32 or float64, from SciPy's BLAS."""
+    from scipy.linalg import blas
+
+    return blas.saxpy if dtype == np.float32 else blas.daxpy
+
+
+def _uses_blas(acc: npt.NDArray[Any], xs: list[npt.NDArray[Any]]) -> bool:
+    """Large arrays whose inputs already have the accumulator dtype fold with BLAS axpy."""
+    return acc.size >= _BLAS_MIN_SIZE and acc.dtype.kind == "f" and all(x.dtype == acc.dtype for x in xs)
+
+
+def _fold_blas(acc: npt.NDArray[Any], xs: list[npt.NDArray[Any]], ws: list[np.generic]) -> None:
+    """``acc += w * x`` for each input, by BLAS axpy over a fixed grid of column blocks.
+
+    numpy has no fused multiply-add, so its fold needs a second pass over each block; axpy reads each
+    input once, with the running sum's block in cache, and BLAS threads it. The block grid depends only on
+    the array's size, so every element sees the same kernel path whichever way updates are batched:
+    ``add``, ``add_many`` and ``weighted_mean`` stay bit-identical (for one BLAS build and thread count).
+    """
+    axpy = _axpy_kernel(acc.dtype)
+    n = acc.size
+    pairs = list(zip(xs, ws, strict=True))
+    probe = np.zeros(1, acc.dtype)
+    if not np.shares_memory(axpy(probe, probe, a=1.0), probe):  # pragma: no cover - f2py copies a bad y
+        raise AggregationError("internal: BLAS axpy did not update the accumulator in place")
+    for b0 in range(0, n, _BLAS_BLOCK):
+        a = acc[b0:b0 + _BLAS_BLOCK]
+        for x, w in pairs:
+            axpy(x[b0:b0 + _BLAS_BLOCK], a, a=w)
+
+
 def _fold(
     accs: list[npt.NDArray[Any]],
     inputs: list[list[npt.NDArray[Any]]],
     weights: list[list[np.generic]],
 ) -> None:
-    """Fold ``inputs[k][i] * weights[k][i]`` into the flat ``accs[k]``, splitting across threads."""
+    """Fold ``inputs[k][i] * weights[k][i]`` into the flat ``accs[k]``: large float arrays by BLAS axpy,
+    the rest by numpy in cache-sized blocks, split across threads."""
+    keep = []
+    for k, (acc, xs) in enumerate(zip(accs, inputs, strict=True)):
+        if xs and _uses_blas(acc, xs):
+            _fold_blas(acc, xs, weights[k])
+        else:
+            keep.append(k)
+    if len(keep) < len(accs):
+        accs = [accs[k] for k in keep]
+        inputs = [inputs[k] for k in keep]
+        weights = [weights[k] for k in keep]
+        if not accs:
+            return
     sizes = [a.size for a in accs]
     work = sum(size * len(xs) for size, xs in zip(sizes, inputs, strict=True))
     if work == 0:
