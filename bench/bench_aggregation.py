@@ -7,7 +7,7 @@ on the same bytes:
 
 - ``limit``: ``w @ M`` (BLAS, with however many threads it uses);
 - ``stream``: updates arriving one at a time into a :class:`~fedra.aggregation.WeightedMeanAccumulator`,
-  folded with ``add_many`` over batches of ``--batch`` in-flight updates, then ``result()``;
+  folded with ``add_many`` over batches of ``--batch`` in-flight updates, then ``take()``;
 - ``batch``: :func:`~fedra.aggregation.weighted_mean` over all updates at once.
 
 The stack is allocated once and each client's update is a set of row views into it, so memory is one
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
                 pending = []
         if pending:
             acc.add_many(pending)
-        return acc.result()
+        return acc.take()  # as the server finishes a round: the mean computed in the running sum's memory
 
     def batch() -> dict[str, np.ndarray]:
         return weighted_mean(updates, [float(w) for w in weights])

@@ -448,3 +448,17 @@ def test_small_and_converted_arrays_do_not_use_blas(monkeypatch: pytest.MonkeyPa
     ups = [{"h": np.ones(n, np.float16), "i": np.ones(n, np.int32), "s": np.ones(10, np.float32)}] * 2
     out = weighted_mean(ups, [1.0, 3.0])
     assert out["h"].dtype == np.float16 and float(out["h"][0]) == 1.0 and out["i"][0] == 1
+
+
+def test_take_equals_result_reuses_the_sum_and_spends_the_accumulator() -> None:
+    rng = np.random.default_rng(3)
+    ups = [{"w": rng.standard_normal((4, 5)).astype(np.float32), "n": np.array(i, np.int64)} for i in range(4)]
+    acc = WeightedMeanAccumulator(ups[0])
+    acc.add_many([(u, float(i + 1)) for i, u in enumerate(ups)])
+    expected = acc.result()
+    taken = acc.take()
+    assert same_bits(taken, expected)
+    assert not any(np.shares_memory(taken["w"], u["w"]) for u in ups)
+    for call in (acc.result, acc.take, lambda: acc.add(ups[0], 1.0)):
+        with pytest.raises(AggregationError, match="spent by take"):
+            call()

@@ -85,7 +85,7 @@ class RoundAggregate:
         p = self._policy
         if self._acc is not None:
             self._flush()
-            return self._acc.result()
+            return self._acc.take()
         updates = [a for a, _ in self._pending]
         weights = [w for _, w in self._pending]
         self._pending = []
