@@ -18,6 +18,7 @@ branch to a process exit code.
     ├── UserCodeError                the user's model module failed or is incomplete   exit 70 (EX_SOFTWARE)
     ├── AggregationError             not enough (valid) updates to aggregate           exit 75 (EX_TEMPFAIL)
     ├── TransportError               a transport failed to deliver                     exit 69 (EX_UNAVAILABLE)
+    ├── AccessDenied                 a peer is not admitted (certificate, allow-list)  exit 77 (EX_NOPERM)
     └── StateError                   a checkpoint or strategy state cannot be restored exit 74 (EX_IOERR)
 
 Messages follow one shape: what was expected, what was found, and what to do about it.
@@ -28,6 +29,7 @@ from __future__ import annotations
 from typing import ClassVar
 
 __all__ = [
+    "AccessDenied",
     "AggregationError",
     "ConfigError",
     "DatasetError",
@@ -133,6 +135,12 @@ class TransportError(FedraError):
     """A transport could not deliver tasks or replies."""
 
     exit_code = 69
+
+
+class AccessDenied(FedraError):
+    """A peer is not admitted: its certificate is untrusted, expired or revoked, or it is not allowed."""
+
+    exit_code = 77
 
 
 class StateError(FedraError):

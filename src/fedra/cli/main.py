@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from fedra import __version__
-from fedra.cli import new, simulate
+from fedra.cli import certs, client, new, server, simulate
 
 __all__ = ["app", "configure_logging", "main"]
 
@@ -31,6 +31,9 @@ app = typer.Typer(
 )
 app.command("simulate", no_args_is_help=True)(simulate.simulate)
 app.command("new", no_args_is_help=True)(new.new)
+app.command("server", no_args_is_help=True)(server.server)
+app.command("client", no_args_is_help=True)(client.client)
+app.add_typer(certs.app, name="certs")
 
 
 def configure_logging(level: int) -> None:

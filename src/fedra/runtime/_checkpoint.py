@@ -19,7 +19,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import final
+from typing import Protocol, final
 
 import numpy as np
 
@@ -27,7 +27,7 @@ from fedra.errors import RecordError, StateError
 from fedra.records import decode_arrays, encode_arrays
 from fedra.strategy import StrategyState
 
-__all__ = ["Checkpoint", "CheckpointStore"]
+__all__ = ["Checkpoint", "CheckpointStore", "StateStore"]
 
 _MANIFEST = "checkpoint.json"
 
@@ -37,6 +37,18 @@ class Checkpoint:
     round: int
     params: dict[str, np.ndarray]
     state: StrategyState
+
+
+class StateStore(Protocol):
+    """Where the driver keeps its checkpoint: :class:`CheckpointStore` (files) or ``SqlStateStore``."""
+
+    @property
+    def directory(self) -> object:
+        """Where it is, for messages (a path, or a redacted database URL)."""
+
+    def save(self, round: int, params: Mapping[str, np.ndarray], state: StrategyState) -> None: ...
+
+    def load(self) -> Checkpoint | None: ...
 
 
 def _write_durable(path: Path, data: bytes | bytearray) -> str:

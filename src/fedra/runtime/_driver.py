@@ -31,10 +31,10 @@ from fedra.records import (
     decode_message,
     encode_message,
 )
-from fedra.runtime._checkpoint import CheckpointStore
+from fedra.runtime._checkpoint import StateStore
 from fedra.runtime._events import Observer, RoundRecord, RunInfo
 from fedra.strategy import RoundAggregate, Strategy, StrategyState
-from fedra.transport.base import Task, TaskBatch, TaskKind, Transport
+from fedra.transport.base import Reply, Task, TaskBatch, TaskKind, Transport
 
 __all__ = ["DriverConfig", "RoundDriver", "RunResult", "model_digest"]
 
@@ -65,6 +65,8 @@ class DriverConfig:
     evaluate_every: int = 1
     max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
     client_config: Mapping[str, Scalar] | None = None
+    #: seconds to wait for ``min_clients`` connected clients before a round (transports that can wait)
+    client_wait: float = 0.0
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -91,6 +93,15 @@ class RunResult:
 
 def _round_seed(seed: int, rnd: int) -> int:
     return int(np.random.SeedSequence([seed, rnd, 0x7A5C]).generate_state(1, np.uint32)[0])
+
+
+def _verdict(reply: Reply, why: str | None) -> None:
+    """Tell the transport (and through it the client) whether a reply was taken, and why not."""
+    if reply.ack is not None:
+        try:
+            reply.ack(why)
+        except Exception:
+            log.exception("transport's ack callback failed; continuing")
 
 
 @final
@@ -133,7 +144,7 @@ class RoundDriver:
         config: DriverConfig,
         evaluator: Evaluator | None = None,
         observers: Sequence[Observer] = (),
-        checkpoints: CheckpointStore | None = None,
+        checkpoints: StateStore | None = None,
     ) -> None:
         self.strategy = strategy
         self.transport = transport
@@ -178,7 +189,17 @@ class RoundDriver:
     def run_round(self, rnd: int) -> RoundRecord:
         t0 = time.perf_counter()
         rec = RoundRecord(round=rnd)
-        selected, state = self.strategy.sample(self.state, self.transport.clients())
+        available = self.transport.clients()
+        need = self.strategy.sampler.min_clients
+        wait = getattr(self.transport, "wait_for_clients", None)
+        if len(available) < need and self.config.client_wait > 0 and wait is not None:
+            available = wait(need, timeout=self.config.client_wait)
+        try:
+            selected, state = self.strategy.sample(self.state, available)
+        except AggregationError as exc:
+            log.warning("round %d: %s", rnd, exc)
+            rec.fail("not enough clients to start the round")
+            selected, state = [], self.state
         rec.sampled = len(selected)
         config = dict(self.config.client_config or {})
         config.update(round=rnd, round_seed=_round_seed(self.config.seed, rnd))
@@ -231,14 +252,17 @@ class RoundDriver:
                 rec.fail("reply to a task not sent to that client")
                 log.warning("round %d: client %r replied to task %r, which was not sent to it; rejected",
                             rnd, reply.client_id, reply.task_id)
+                _verdict(reply, f"task {reply.task_id} was not sent to {reply.client_id}")
                 continue
             if order.done[i]:
                 rec.fail("duplicate reply")
                 log.warning("round %d: duplicate reply from %r for task %r; rejected",
                             rnd, reply.client_id, reply.task_id)
+                _verdict(reply, f"duplicate reply to task {reply.task_id}")
                 continue
             rec.replies += 1
-            item = self._accept(reply.payload, reply.error, tasks[i], rnd, rec)
+            item, why = self._accept(reply.payload, reply.error, tasks[i], rnd, rec)
+            _verdict(reply, why)
             order.settle(i, None if item is None else (item[0], item[1]))
             if item is not None:
                 msg_metrics, n = item[2], int(item[1])
@@ -252,28 +276,28 @@ class RoundDriver:
         return order.aggregate, ({k: v / examples for k, v in sums.items()} if examples else {})
 
     def _accept(self, payload: object, error: str | None, task: Task, rnd: int, rec: RoundRecord
-                ) -> tuple[Arrays, float, Mapping[str, Scalar]] | None:
-        """Validate one reply; return (arrays, weight, metrics) or ``None`` (and record why)."""
+                ) -> tuple[tuple[Arrays, float, Mapping[str, Scalar]] | None, str | None]:
+        """Validate one reply: ``((arrays, weight, metrics), None)``, or ``(None, why)`` (also recorded)."""
         who = f"round {rnd}: client {task.client_id!r}"
         if error is not None or payload is None:
             reason = error or "empty reply"
             rec.fail(f"client error: {reason.splitlines()[0][:200]}")
             log.warning("%s failed: %s", who, reason)
-            return None
+            return None, f"client error: {reason[:1000]}"
         try:
             msg = decode_message(payload, spec=self.spec, require_finite=True,  # type: ignore[arg-type]
                                  max_bytes=self.config.max_payload_bytes, what=f"update from {task.client_id!r}")
         except RecordError as exc:
             rec.fail(type(exc).__name__)
             log.warning("%s: update rejected: %s", who, exc)
-            return None
+            return None, f"{type(exc).__name__}: {exc}"
         if msg.meta.get("task_id") != task.task_id or msg.meta.get("nonce") != task.nonce:
             rec.fail("task id or nonce mismatch")
             log.warning("%s: reply does not carry task %r's id and nonce; rejected", who, task.task_id)
-            return None
+            return None, f"expected the reply to carry task {task.task_id}'s id and nonce; it does not"
         n = msg.meta.get("num_examples")
         if not isinstance(n, int) or isinstance(n, bool) or n <= 0:
             rec.fail("invalid num_examples")
             log.warning("%s: expected num_examples to be a positive integer, got %r; rejected", who, n)
-            return None
-        return msg.arrays, float(n), msg.metrics
+            return None, f"expected num_examples to be a positive integer, got {n!r}"
+        return (msg.arrays, float(n), msg.metrics), None

@@ -1,6 +1,6 @@
 """Transports: the contract and its implementations (in-memory here; processes in simulation)."""
 
-from fedra.transport.base import Reply, Task, TaskBatch, TaskKind, Transport
+from fedra.transport.base import JobFinished, Reply, Task, TaskBatch, TaskKind, Transport
 from fedra.transport.inmemory import FunctionTransport
 
-__all__ = ["FunctionTransport", "Reply", "Task", "TaskBatch", "TaskKind", "Transport"]
+__all__ = ["FunctionTransport", "JobFinished", "Reply", "Task", "TaskBatch", "TaskKind", "Transport"]

@@ -13,14 +13,22 @@ tests and the mock), the process pool of :mod:`fedra.simulation`, and gRPC for d
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
-__all__ = ["Reply", "Task", "TaskBatch", "TaskKind", "Transport"]
+__all__ = ["JobFinished", "Reply", "Task", "TaskBatch", "TaskKind", "Transport"]
+
+from fedra.errors import TransportError
 
 TaskKind = Literal["train", "evaluate"]
 Buffer = bytes | bytearray | memoryview
+
+
+class JobFinished(TransportError):
+    """The server says the job is over: a client's task loop ends normally."""
+
+    exit_code = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +58,9 @@ class Reply:
     client_id: str
     payload: Buffer | None = None
     error: str | None = None
+    #: called by the driver with ``None`` (taken) or the reason it was refused; a transport that can
+    #: answer the client (gRPC) passes it back to them.
+    ack: Callable[[str | None], None] | None = field(default=None, compare=False)
 
 
 class Transport(ABC):

@@ -1,0 +1,93 @@
+"""``fedra server JOB.toml``: the aggregation server over gRPC, driven by the same round driver as simulate."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from fedra.cli import exit_codes
+from fedra.cli.simulate import (
+    _save_outputs,
+    _write_atomic,
+    apply_overrides,
+    new_run_dir,
+    read_spec,
+    spec_toml,
+)
+from fedra.errors import AggregationError, ConfigError
+from fedra.observe import ConsoleObserver, JsonlObserver
+
+__all__ = ["server"]
+
+log = logging.getLogger("fedra.server")
+
+
+def server(
+    job_file: Annotated[Path, typer.Argument(metavar="JOB.toml", show_default=False, help="The job spec.")],
+    bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "0.0.0.0:7788",
+    insecure: Annotated[bool, typer.Option(
+        "--insecure", help="Plain text, no client authentication. For trusted test networks only.")] = False,
+    wait_clients: Annotated[float, typer.Option(
+        "--wait-clients", help="Seconds to wait for strategy.min_clients clients before round 1.")] = 300.0,
+    rounds: Annotated[int | None, typer.Option("--rounds", "-r", show_default=False,
+                                               help="Overrides job.rounds.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", show_default=False,
+                                                help="Create the run directory in DIR.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Serve a job to clients that connect over gRPC, and aggregate their updates."""
+    console = Console()
+    with exit_codes():
+        if not insecure:
+            raise ConfigError("mutual TLS is not wired into `fedra server` yet: expected --insecure for "
+                              "plain text on a trusted network; issue certificates with `fedra certs` "
+                              "for when it is")
+        logging.getLogger("fedra").warning(
+            "--insecure: plain text, and any client can claim any name; use only on a trusted test network")
+        job = apply_overrides(read_spec(job_file), rounds=rounds, output=output, workers=None,
+                              source=str(job_file))
+        # Imported here so `fedra --help` stays fast and free of grpc.
+        from fedra.app import UserApp
+        from fedra.runtime import CheckpointStore, RoundDriver
+        from fedra.simulation import build_strategy, driver_config, load_data
+        from fedra.transport.grpc import GrpcTransport
+
+        data = load_data(job)
+        evaluator_app = UserApp(job.module_path(), framework=job.job.framework,
+                                partitions=lambda _cid: data.test)
+        initial = evaluator_app.init_arrays(job.job.seed)
+        test_data = evaluator_app.data("__test__", data.test)
+        config = job.client.as_config()
+
+        def evaluate(params: object) -> dict[str, float]:
+            evaluator_app.set_arrays(params)  # type: ignore[arg-type]
+            out = evaluator_app.evaluate_on(test_data, config, job.job.seed)
+            return {k: float(v) for k, v in out.items() if isinstance(v, int | float)}
+
+        run_dir = new_run_dir(job)
+        _write_atomic(run_dir / "job.toml", spec_toml(job))
+        transport = GrpcTransport(bind)
+        try:
+            host = bind.rsplit(":", 1)[0]
+            console.print(f"listening on {host}:{transport.port}; run directory {run_dir}", highlight=False)
+            need = job.strategy.min_clients
+            found = transport.wait_for_clients(need, timeout=wait_clients)
+            if len(found) < need:
+                raise AggregationError(f"expected at least {need} clients within {wait_clients:.0f} s, "
+                                       f"got {len(found)}; start more clients or lower strategy.min_clients")
+            driver = RoundDriver(strategy=build_strategy(job), transport=transport, initial_params=initial,
+                                 config=driver_config(job), evaluator=evaluate,
+                                 observers=[ConsoleObserver(console, quiet=quiet),
+                                            JsonlObserver(run_dir / "metrics.jsonl")],
+                                 checkpoints=CheckpointStore(run_dir / "checkpoint"))
+            result = driver.run()
+            _save_outputs(job, run_dir, result)
+            transport.finish(linger=3.0)
+        finally:
+            transport.close()
+        console.print(f"model digest {result.digest}", highlight=False)
+        console.print(f"saved model, metrics and plot in {run_dir}", soft_wrap=True, highlight=False)

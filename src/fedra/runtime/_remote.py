@@ -1,0 +1,80 @@
+"""A networked client's task loop: pull a task, run it, push the reply; reconnect with backoff.
+
+Transport-agnostic: it drives any :class:`Connector` (the gRPC one lives in ``fedra.transport.grpc``).
+A failure of the user's code is reported to the server as that task's error and the loop goes on; a
+failure to reach the server is retried with capped exponential backoff and jitter.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from fedra.errors import FedraError, TransportError
+from fedra.runtime._client import ClientApp, RoundPayload, run_task
+from fedra.transport.base import Buffer, JobFinished, Task
+
+__all__ = ["Connector", "PulledTaskLike", "serve"]
+
+log = logging.getLogger("fedra.client")
+
+
+class PulledTaskLike(Protocol):
+    @property
+    def task(self) -> Task: ...
+
+    @property
+    def payload(self) -> bytearray: ...
+
+
+class Connector(Protocol):
+    def pull(self, wait: float) -> PulledTaskLike | None: ...
+
+    def push(self, task: Task, payload: Buffer | None = None, *, error: str | None = None) -> Any: ...
+
+
+def serve(connector: Connector, app: ClientApp, *, stop: threading.Event | None = None, wait: float = 5.0,
+          max_backoff: float = 30.0, max_tasks: int | None = None,
+          sleep: Callable[[float], bool] | None = None) -> int:
+    """Serve tasks until ``stop`` is set (or ``max_tasks`` were done); returns the number of tasks done."""
+    stop = stop or threading.Event()
+    pause = sleep or stop.wait
+    done = 0
+    failures = 0
+    while not stop.is_set() and (max_tasks is None or done < max_tasks):
+        try:
+            pulled = connector.pull(wait)
+        except JobFinished:
+            log.info("the server says the job is finished")
+            break
+        except TransportError as exc:
+            failures += 1
+            delay = min(max_backoff, 0.1 * 2 ** min(failures, 10)) * (0.5 + random.random() / 2)
+            log.warning("cannot reach the server (%s); retrying in %.1f s", exc, delay)
+            pause(delay)
+            continue
+        failures = 0
+        if pulled is None:
+            continue
+        task = pulled.task
+        try:
+            reply = run_task(app, RoundPayload.decode(pulled.payload), task)
+        except FedraError as exc:
+            error: str | None = f"{type(exc).__name__}: {exc}"
+            reply = None
+        except Exception as exc:  # the user's code failed: report it, keep serving
+            error, reply = f"{type(exc).__name__}: {exc}", None
+        else:
+            error = None
+        try:
+            ack = connector.push(task, reply, error=error)
+        except TransportError as exc:
+            log.warning("reply to task %s was not delivered: %s", task.task_id, exc)
+            continue
+        if getattr(ack, "received", True) is False:
+            log.warning("server did not take the reply to task %s: %s", task.task_id, getattr(ack, "reason", ""))
+        done += 1
+    return done

@@ -1,0 +1,19 @@
+"""The gRPC transport: the only place in fedra that imports grpc and protobuf.
+
+Clients connect out to the server and pull their tasks (so NAT and outbound-only firewalls work);
+payloads stream in SHA-256-checked chunks. Generated modules: ``fedra_pb2*`` (scripts/gen-proto).
+"""
+
+from fedra.transport.grpc._chunks import CHUNK_SIZE, Assembler, chunks
+from fedra.transport.grpc._client import GrpcConnector, PulledTask
+from fedra.transport.grpc._server import CHANNEL_OPTIONS, GrpcTransport
+
+__all__ = [
+    "CHANNEL_OPTIONS",
+    "CHUNK_SIZE",
+    "Assembler",
+    "GrpcConnector",
+    "GrpcTransport",
+    "PulledTask",
+    "chunks",
+]

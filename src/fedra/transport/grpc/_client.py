@@ -1,0 +1,79 @@
+"""The client side of the gRPC transport: connect out, pull a task, push its reply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import final
+
+import grpc
+
+from fedra.errors import RecordError, TransportError
+from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES
+from fedra.transport.base import Buffer, JobFinished, Task
+from fedra.transport.grpc import fedra_pb2 as pb
+from fedra.transport.grpc import fedra_pb2_grpc as rpc
+from fedra.transport.grpc._chunks import Assembler, chunks
+from fedra.transport.grpc._server import CHANNEL_OPTIONS
+
+__all__ = ["GrpcConnector", "PulledTask"]
+
+
+@dataclass(frozen=True, slots=True)
+class PulledTask:
+    task: Task
+    kind: str
+    round: int
+    payload: bytearray
+
+
+@final
+class GrpcConnector:
+    """One client's connection to the server. Every call has a deadline; gRPC errors become TransportError."""
+
+    def __init__(self, target: str, *, client_id: str, credentials: grpc.ChannelCredentials | None = None,
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, push_timeout: float = 600.0) -> None:
+        self.client_id = client_id
+        self.max_payload_bytes = max_payload_bytes
+        self.push_timeout = push_timeout
+        self._channel = (grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS) if credentials
+                         else grpc.insecure_channel(target, options=CHANNEL_OPTIONS))
+        self._stub = rpc.FederationStub(self._channel)  # type: ignore[no-untyped-call]
+
+    def pull(self, wait: float) -> PulledTask | None:
+        """The next task, or ``None`` when none came within ``wait`` seconds."""
+        try:
+            stream = self._stub.Pull(pb.PullRequest(client_id=self.client_id, wait_ms=int(wait * 1000)),
+                                     timeout=wait + self.push_timeout)
+            head: pb.TaskHeader | None = None
+            asm: Assembler | None = None
+            for chunk in stream:
+                if head is None:
+                    if chunk.WhichOneof("head") != "task":
+                        raise TransportError("task stream: expected a task header in the first chunk")
+                    head = chunk.task
+                    asm = Assembler(head.payload_size, max_bytes=self.max_payload_bytes)
+                assert asm is not None
+                asm.add(chunk)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
+                raise JobFinished(exc.details() or "the job is finished") from None
+            raise TransportError(f"pull from the server failed: {exc.code().name}: {exc.details()}") from exc
+        except RecordError as exc:
+            raise TransportError(f"task stream rejected: {exc}") from exc
+        if head is None or asm is None:
+            return None
+        return PulledTask(Task(head.task_id, self.client_id, head.nonce), head.kind, head.round, asm.result())
+
+    def push(self, task: Task, payload: Buffer | None = None, *, error: str | None = None) -> pb.PushAck:
+        size = 0 if payload is None else memoryview(payload).nbytes
+        head = pb.ReplyHeader(task_id=task.task_id, client_id=self.client_id, nonce=task.nonce,
+                              payload_size=size, error=error or "")
+        try:
+            ack: pb.PushAck = self._stub.Push(chunks(payload if payload is not None else b"", reply=head),
+                                              timeout=self.push_timeout)
+        except grpc.RpcError as exc:
+            raise TransportError(f"push to the server failed: {exc.code().name}: {exc.details()}") from exc
+        return ack
+
+    def close(self) -> None:
+        self._channel.close()

@@ -1,0 +1,202 @@
+"""The gRPC transport on loopback: chunked streams, and the real driver reaching the same model as the
+simulation with the same seed."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("grpc")
+
+from fedra.app import UserApp
+from fedra.errors import DecodeError, PayloadTooLarge
+from fedra.job import parse_job
+from fedra.runtime import RoundDriver, serve
+from fedra.simulation import build_strategy, client_ids, driver_config, load_data, simulate
+from fedra.transport import Task
+from fedra.transport.grpc import Assembler, GrpcConnector, GrpcTransport, chunks
+from fedra.transport.grpc import fedra_pb2 as pb
+
+TASKS = Path(__file__).resolve().parents[1] / "simulation"
+
+
+@pytest.mark.parametrize("size", [0, 1, 5, 2 << 20, (2 << 20) + 7, 5 << 20])
+def test_chunks_round_trip(size: int) -> None:
+    payload = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    parts = list(chunks(payload, task=pb.TaskHeader(task_id="t", payload_size=size), size=1 << 20))
+    assert parts[0].task.task_id == "t" and all(not p.HasField("task") for p in parts[1:])
+    asm = Assembler(size, max_bytes=size)
+    for p in parts:
+        asm.add(p)
+    assert bytes(asm.result()) == payload
+
+
+def test_corrupt_reordered_short_and_oversized_streams_are_rejected() -> None:
+    parts = list(chunks(b"x" * 300, size=100))
+    bad = pb.Chunk()
+    bad.CopyFrom(parts[1])
+    bad.data = b"y" * 100
+    asm = Assembler(300, max_bytes=1000)
+    asm.add(parts[0])
+    with pytest.raises(DecodeError, match="does not match its sha256"):
+        asm.add(bad)
+    asm = Assembler(300, max_bytes=1000)
+    with pytest.raises(DecodeError, match="expected a chunk at offset 0"):
+        asm.add(parts[1])
+    asm = Assembler(300, max_bytes=1000)
+    asm.add(parts[0])
+    with pytest.raises(DecodeError, match="ended early"):
+        asm.result()
+    with pytest.raises(PayloadTooLarge):
+        Assembler(300, max_bytes=299)
+    asm = Assembler(150, max_bytes=1000)
+    asm.add(parts[0])
+    with pytest.raises(DecodeError, match="exceed the declared size"):
+        asm.add(parts[1])
+
+
+def job(num_clients: int = 4):  # type: ignore[no-untyped-def]
+    return parse_job({
+        "job": {"name": "net", "module": "softmax_task.py", "framework": "numpy", "rounds": 3, "seed": 5},
+        "data": {"dataset": "digits", "partition": "iid", "num_clients": num_clients},
+        "strategy": {"fraction": 0.75, "min_clients": 2},
+        "client": {"epochs": 1, "batch_size": 16, "lr": 0.1},
+        "simulation": {"workers": 1},
+    }, base_dir=TASKS)
+
+
+def test_networked_run_equals_the_simulation_bit_for_bit() -> None:
+    spec = job()
+    expected = simulate(spec)
+    fed = load_data(spec)
+    ids = client_ids(len(fed.partitions))
+    server = GrpcTransport("127.0.0.1:0")
+    stop = threading.Event()
+    threads = []
+    try:
+        for i, cid in enumerate(ids):
+            app = UserApp(spec.module_path(), framework="numpy", partitions=lambda _c, i=i: fed.partitions[i])
+            conn = GrpcConnector(f"127.0.0.1:{server.port}", client_id=cid)
+            th = threading.Thread(target=serve, args=(conn, app), kwargs={"stop": stop, "wait": 0.2}, daemon=True)
+            th.start()
+            threads.append(th)
+        assert len(server.wait_for_clients(len(ids), timeout=10)) == len(ids)
+        init = UserApp(spec.module_path(), framework="numpy", partitions=lambda _c: fed.partitions[0])
+        driver = RoundDriver(strategy=build_strategy(spec), transport=server,
+                             initial_params=init.init_arrays(spec.job.seed), config=driver_config(spec))
+        result = driver.run()
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(timeout=5)
+        server.close()
+    assert [r.accepted for r in result.records] == [r.accepted for r in expected.records] == [3, 3, 3]
+    assert result.digest == expected.digest
+
+
+def test_client_errors_and_late_replies_over_the_wire() -> None:
+    server = GrpcTransport("127.0.0.1:0")
+    conn = GrpcConnector(f"127.0.0.1:{server.port}", client_id="c1")
+    try:
+        assert conn.pull(0.05) is None  # registers the client
+        assert server.clients() == ["c1"]
+        late = conn.push(Task("r9.0", "c1", "n"), b"payload")
+        assert not late.received and "no such task" in late.reason
+        assert server.stragglers == 1
+        from fedra.transport import TaskBatch
+
+        batch = TaskBatch("train", 1, b"P" * 10, (Task("r1.0", "c1", "abc"),))
+        got = []
+
+        def drive() -> None:
+            for reply in server.exchange(batch, timeout=10):
+                got.append(reply)
+                assert reply.ack is not None
+                reply.ack(None)  # the driver's verdict: taken
+
+        th = threading.Thread(target=drive)
+        th.start()
+        pulled = conn.pull(5)
+        assert pulled is not None and pulled.task.nonce == "abc" and bytes(pulled.payload) == b"P" * 10
+        assert conn.push(pulled.task, error="RuntimeError: boom").received
+        th.join(5)
+        assert len(got) == 1 and got[0].error == "RuntimeError: boom" and got[0].client_id == "c1"
+    finally:
+        conn.close()
+        server.close()
+
+
+def test_rejected_updates_are_answered_with_the_reason_and_stragglers_counted() -> None:
+    """A NaN or wrong-shape update gets the driver's reason back over the wire; the round goes on."""
+    from fedra.records import Message, decode_message, encode_message
+    from fedra.runtime import DriverConfig
+    from fedra.strategy import FractionSampler, Strategy
+
+    initial = {"w": np.zeros(4, np.float32)}
+    server = GrpcTransport("127.0.0.1:0")
+    names = ["good", "nan", "shape"]
+    acks: dict[str, object] = {}
+    stop = threading.Event()
+
+    def client(name: str) -> None:
+        conn = GrpcConnector(f"127.0.0.1:{server.port}", client_id=name)
+        try:
+            while not stop.is_set():
+                pulled = conn.pull(0.2)
+                if pulled is None:
+                    continue
+                arrays = {"w": decode_message(pulled.payload).arrays["w"] + 1}
+                if name == "nan":
+                    arrays["w"][0] = np.nan
+                if name == "shape":
+                    arrays = {"w": np.zeros(5, np.float32)}
+                reply = encode_message(Message(arrays=arrays, meta={
+                    "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1}))
+                acks[name] = conn.push(pulled.task, reply)
+                return
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in names]
+    for th in threads:
+        th.start()
+    try:
+        assert len(server.wait_for_clients(3, timeout=10)) == 3
+        driver = RoundDriver(strategy=Strategy(sampler=FractionSampler(min_clients=3)), transport=server,
+                             initial_params=initial, config=DriverConfig(rounds=1, round_timeout=20))
+        rec = driver.run().records[0]
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(10)
+        server.close()
+    assert rec.completed and rec.accepted == 1
+    assert acks["good"].received  # type: ignore[attr-defined]
+    assert not acks["nan"].received and "NonFiniteValues" in acks["nan"].reason  # type: ignore[attr-defined]
+    assert not acks["shape"].received and "expected shape [4], got [5]" in acks["shape"].reason  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(driver.params["w"], np.ones(4, np.float32))
+
+
+def test_a_reply_after_the_deadline_is_a_counted_straggler() -> None:
+    from fedra.transport import TaskBatch
+
+    server = GrpcTransport("127.0.0.1:0")
+    conn = GrpcConnector(f"127.0.0.1:{server.port}", client_id="slow")
+    try:
+        assert conn.pull(0.05) is None
+        batch = TaskBatch("train", 1, b"P", (Task("r1.0", "slow", "n"),))
+        got = []
+        th = threading.Thread(target=lambda: got.extend(server.exchange(batch, timeout=0.5)))
+        th.start()
+        pulled = conn.pull(5)
+        assert pulled is not None
+        th.join(5)  # the exchange ends at its deadline, without this reply
+        ack = conn.push(pulled.task, b"late")
+        assert got == [] and not ack.received and "late" in ack.reason + "no such task"
+        assert server.stragglers == 1
+    finally:
+        conn.close()
+        server.close()

@@ -1,0 +1,74 @@
+"""``fedra server`` and ``fedra client`` as separate processes on loopback: the job completes, the clients
+exit when the server says it is finished, and the model equals the simulation's with the same seed."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("grpc")
+
+from fedra.job import load_job
+from fedra.simulation import simulate
+
+FEDRA = str(Path(sys.executable).parent / "fedra")
+TASK = Path(__file__).resolve().parents[1] / "simulation" / "softmax_task.py"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.slow
+def test_server_and_three_client_processes_complete_a_job(tmp_path: Path) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text(f'''[job]
+name = "net"
+module = "{TASK}"
+framework = "numpy"
+rounds = 3
+seed = 11
+[data]
+dataset = "digits"
+partition = "iid"
+num_clients = 3
+[strategy]
+min_clients = 3
+[client]
+batch_size = 16
+''')
+    port = free_port()
+    server = subprocess.Popen([FEDRA, "server", str(job), "--bind", f"127.0.0.1:{port}", "--insecure",
+                               "--wait-clients", "60", "--output", str(tmp_path / "runs"), "--quiet"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    clients = [subprocess.Popen([FEDRA, "client", "--server", f"127.0.0.1:{port}", "--job", str(job),
+                                 "--name", f"client-{i:04d}", "--partition", str(i), "--insecure"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for i in range(3)]
+    try:
+        out, err = server.communicate(timeout=120)
+        assert server.returncode == 0, err
+        for i, c in enumerate(clients):
+            cout, cerr = c.communicate(timeout=30)
+            assert c.returncode == 0, cerr
+            assert f"client-{i:04d}: served 3 tasks" in cout
+    finally:
+        for p in (server, *clients):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    digest = re.search(r"model digest ([0-9a-f]{64})", out)
+    assert digest is not None, out
+    assert "--insecure" in err  # the loud warning
+    expected = simulate(load_job(job))
+    assert digest.group(1) == expected.digest
+    (run,) = (tmp_path / "runs").iterdir()
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
+    assert (run / "model.safetensors").exists() and (run / "checkpoint" / "checkpoint.json").exists()
