@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -32,7 +33,7 @@ def server(
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="Plain text, no client authentication. For trusted test networks only.")] = False,
     wait_clients: Annotated[float, typer.Option(
-        "--wait-clients", help="Seconds to wait for strategy.min_clients clients before round 1.")] = 300.0,
+        "--wait-clients", help="Seconds to wait for strategy.min_clients clients before each round.")] = 300.0,
     rounds: Annotated[int | None, typer.Option("--rounds", "-r", show_default=False,
                                                help="Overrides job.rounds.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", show_default=False,
@@ -80,7 +81,8 @@ def server(
                 raise AggregationError(f"expected at least {need} clients within {wait_clients:.0f} s, "
                                        f"got {len(found)}; start more clients or lower strategy.min_clients")
             driver = RoundDriver(strategy=build_strategy(job), transport=transport, initial_params=initial,
-                                 config=driver_config(job), evaluator=evaluate,
+                                 config=replace(driver_config(job), client_wait=wait_clients),
+                                 evaluator=evaluate,
                                  observers=[ConsoleObserver(console, quiet=quiet),
                                             JsonlObserver(run_dir / "metrics.jsonl")],
                                  checkpoints=CheckpointStore(run_dir / "checkpoint"))
