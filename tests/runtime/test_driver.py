@@ -172,6 +172,9 @@ def test_resume_from_checkpoint_equals_an_uninterrupted_run(tmp_path: Path) -> N
     assert [r.round for r in second.records] == [4, 5]
     assert model_digest(second.params) == model_digest(full.params)
     assert second.state == full.state
+    # the client registry is checkpointed with the model and restored on resume
+    assert resumed.registry and sum(c.rounds_participated for c in resumed.registry.values()) == 5 * 3
+    assert {c.name for c in store.load().clients} == set(resumed.registry)  # type: ignore[union-attr]
     assert store.load() is not None and store.load().round == 5  # type: ignore[union-attr]
 
 

@@ -2,16 +2,16 @@
 
 from typing import TYPE_CHECKING, Any
 
-from fedra.runtime._checkpoint import Checkpoint, CheckpointStore, StateStore
+from fedra.runtime._checkpoint import Checkpoint, CheckpointStore, ClientRecord, StateStore
 from fedra.runtime._client import ClientApp, RoundPayload, TaskResult, run_task, task_seed
 from fedra.runtime._driver import DriverConfig, Evaluator, RoundDriver, RunResult, model_digest
 from fedra.runtime._events import Observer, RoundRecord, RunInfo
 from fedra.runtime._remote import Connector, PulledTaskLike, serve
 
 if TYPE_CHECKING:
-    from fedra.runtime._store import SQL_MAX_BLOB_BYTES, ClientRecord, SqlStateStore
+    from fedra.runtime._store import SQL_MAX_BLOB_BYTES, SqlStateStore
 
-_LAZY = {"SQL_MAX_BLOB_BYTES", "ClientRecord", "SqlStateStore"}
+_LAZY = {"SQL_MAX_BLOB_BYTES", "SqlStateStore"}
 
 
 def __getattr__(name: str) -> Any:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol, final
 
@@ -27,9 +27,21 @@ from fedra.errors import RecordError, StateError
 from fedra.records import decode_arrays, encode_arrays
 from fedra.strategy import StrategyState
 
-__all__ = ["Checkpoint", "CheckpointStore", "StateStore"]
+__all__ = ["Checkpoint", "CheckpointStore", "ClientRecord", "StateStore"]
 
 _MANIFEST = "checkpoint.json"
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRecord:
+    """One client of a job: the rounds it was first and last seen in, how many it took part in, and
+    whether it is quarantined (excluded from sampling)."""
+
+    name: str
+    first_seen: int
+    last_seen: int
+    rounds_participated: int = 0
+    quarantined: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +49,7 @@ class Checkpoint:
     round: int
     params: dict[str, np.ndarray]
     state: StrategyState
+    clients: tuple[ClientRecord, ...] = ()
 
 
 class StateStore(Protocol):
@@ -46,7 +59,8 @@ class StateStore(Protocol):
     def directory(self) -> object:
         """Where it is, for messages (a path, or a redacted database URL)."""
 
-    def save(self, round: int, params: Mapping[str, np.ndarray], state: StrategyState) -> None: ...
+    def save(self, round: int, params: Mapping[str, np.ndarray], state: StrategyState, *,
+             clients: Iterable[ClientRecord] | None = None) -> None: ...
 
     def load(self) -> Checkpoint | None: ...
 
@@ -76,7 +90,8 @@ class CheckpointStore:
     def __init__(self, directory: str | os.PathLike[str]) -> None:
         self.directory = Path(directory)
 
-    def save(self, round: int, params: Mapping[str, np.ndarray], state: StrategyState) -> None:
+    def save(self, round: int, params: Mapping[str, np.ndarray], state: StrategyState, *,
+             clients: Iterable[ClientRecord] | None = None) -> None:
         d = self.directory
         d.mkdir(parents=True, exist_ok=True)
         model_name, state_name = f"model-r{round:06d}.safetensors", f"state-r{round:06d}.bin"
@@ -84,7 +99,8 @@ class CheckpointStore:
             model_name: _write_durable(d / model_name, encode_arrays(params, {"fedra.round": str(round)})),
             state_name: _write_durable(d / state_name, state.to_bytes()),
         }
-        manifest = {"round": round, "model": model_name, "state": state_name, "sha256": digests}
+        manifest = {"round": round, "model": model_name, "state": state_name, "sha256": digests,
+                    "clients": [asdict(c) for c in clients or ()]}
         _write_durable(d / _MANIFEST, json.dumps(manifest, indent=1).encode())
         _fsync_dir(d)
         keep = {model_name, state_name, _MANIFEST}
@@ -111,7 +127,7 @@ class CheckpointStore:
             state = StrategyState.from_bytes(blobs["state"])
         except StateError:
             raise
-        except (OSError, KeyError, ValueError, RecordError) as exc:
+        except (OSError, KeyError, TypeError, ValueError, RecordError) as exc:
             raise StateError(f"cannot load checkpoint from {self.directory}: {exc}") from exc
         return Checkpoint(round=int(manifest["round"]), params={k: np.array(v) for k, v in arrays.items()},
-                          state=state)
+                          state=state, clients=tuple(ClientRecord(**c) for c in manifest.get("clients", [])))

@@ -17,7 +17,7 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import final
 
 import numpy as np
@@ -31,7 +31,7 @@ from fedra.records import (
     decode_message,
     encode_message,
 )
-from fedra.runtime._checkpoint import StateStore
+from fedra.runtime._checkpoint import ClientRecord, StateStore
 from fedra.runtime._events import Observer, RoundRecord, RunInfo
 from fedra.strategy import RoundAggregate, Strategy, StrategyState
 from fedra.transport.base import Reply, Task, TaskBatch, TaskKind, Transport
@@ -156,6 +156,8 @@ class RoundDriver:
         self.params: dict[str, np.ndarray] = {k: np.array(v) for k, v in initial_params.items()}
         self.state = strategy.init_state(self.params, seed=config.seed)
         self.records: list[RoundRecord] = []
+        #: every client seen: first and last round, rounds it took part in (checkpointed with the model)
+        self.registry: dict[str, ClientRecord] = {}
         if checkpoints is not None and (ckpt := checkpoints.load()) is not None:
             if ArraySpec.of(ckpt.params) != self.spec:
                 raise ConfigError(
@@ -163,6 +165,7 @@ class RoundDriver:
                     f"{self.spec}, found {ArraySpec.of(ckpt.params)}; use a new output directory"
                 )
             self.params, self.state = ckpt.params, ckpt.state
+            self.registry = {c.name: c for c in ckpt.clients}
             log.info("resuming after round %d from %s", ckpt.round, checkpoints.directory)
 
     # -- observers -------------------------------------------------------------------------------
@@ -226,14 +229,23 @@ class RoundDriver:
         if self.evaluator is not None and (rnd == self.config.rounds or (every and rnd % every == 0)):
             rec.eval_metrics = self.evaluator(self.params)
         t3 = time.perf_counter()
+        self._update_registry(rnd, selected, rec.participants)
         if self.checkpoints is not None:
-            self.checkpoints.save(rnd, self.params, self.state)
+            self.checkpoints.save(rnd, self.params, self.state, clients=self.registry.values())
         t4 = time.perf_counter()
         rec.seconds = {"train": t1 - t0, "aggregate": t2 - t1, "evaluate": t3 - t2, "checkpoint": t4 - t3,
                        "total": t4 - t0}
         self.records.append(rec)
         self._notify("on_round_end", rec)
         return rec
+
+    def _update_registry(self, rnd: int, sampled: Sequence[str], took_part: Sequence[str]) -> None:
+        done = set(took_part)
+        for name in sampled:
+            old = self.registry.get(name) or ClientRecord(name, first_seen=rnd, last_seen=rnd)
+            if name in done:
+                old = replace(old, last_seen=rnd, rounds_participated=old.rounds_participated + 1)
+            self.registry[name] = old
 
     def _exchange(self, kind: TaskKind, rnd: int, selected: Sequence[str], config: Mapping[str, Scalar],
                   rec: RoundRecord) -> tuple[RoundAggregate, dict[str, float]]:
@@ -264,6 +276,8 @@ class RoundDriver:
             item, why = self._accept(reply.payload, reply.error, tasks[i], rnd, rec)
             _verdict(reply, why)
             order.settle(i, None if item is None else (item[0], item[1]))
+            if item is not None:
+                rec.participants.append(reply.client_id)
             if item is not None:
                 msg_metrics, n = item[2], int(item[1])
                 examples += n

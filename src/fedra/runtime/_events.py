@@ -33,6 +33,8 @@ class RoundRecord:
     eval_metrics: dict[str, float] = field(default_factory=dict)
     num_examples: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    #: clients whose update was accepted, in arrival order
+    participants: list[str] = field(default_factory=list)
 
     def fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1

@@ -24,7 +24,6 @@ import hashlib
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, final
@@ -56,7 +55,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from fedra.errors import ConfigError, RecordError, StateError
 from fedra.records import decode_arrays, encode_arrays
-from fedra.runtime._checkpoint import Checkpoint
+from fedra.runtime._checkpoint import Checkpoint, ClientRecord
 from fedra.strategy import StrategyState
 
 __all__ = ["SQL_MAX_BLOB_BYTES", "ClientRecord", "SqlStateStore"]
@@ -97,18 +96,6 @@ _clients = Table(
     Column("rounds_participated", Integer, nullable=False),
     Column("quarantined", Boolean, nullable=False),
 )
-
-
-@dataclass(frozen=True, slots=True)
-class ClientRecord:
-    """One client of a job: the rounds it was first and last seen in, how many it took part in, and
-    whether it is quarantined (excluded from sampling)."""
-
-    name: str
-    first_seen: int
-    last_seen: int
-    rounds_participated: int = 0
-    quarantined: bool = False
 
 
 def _redacted(url: URL) -> str:
@@ -325,7 +312,8 @@ class SqlStateStore:
         except RecordError as exc:
             raise StateError(f"cannot load the checkpoint of round {rnd} from {self.directory}: {exc}"
                              ) from exc
-        return Checkpoint(round=rnd, params={k: np.array(v) for k, v in arrays.items()}, state=state)
+        return Checkpoint(round=rnd, params={k: np.array(v) for k, v in arrays.items()}, state=state,
+                          clients=tuple(self.clients()))
 
     def rounds(self) -> list[int]:
         """The rounds of the job's kept checkpoints, oldest first."""

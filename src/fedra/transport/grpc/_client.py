@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import final
+from pathlib import Path
+from typing import Any, Final, NoReturn, final
 
 import grpc
 
-from fedra.errors import RecordError, TransportError
+from fedra.errors import AccessDenied, RecordError, TransportError
 from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES
 from fedra.transport.base import Buffer, JobFinished, Task
 from fedra.transport.grpc import fedra_pb2 as pb
 from fedra.transport.grpc import fedra_pb2_grpc as rpc
 from fedra.transport.grpc._chunks import Assembler, chunks
 from fedra.transport.grpc._server import CHANNEL_OPTIONS
+from fedra.transport.grpc._tls import client_credentials
 
 __all__ = ["GrpcConnector", "PulledTask"]
 
@@ -26,9 +28,26 @@ class PulledTask:
     payload: bytearray
 
 
+#: The server refused this client (revoked, not on the allow-list, expired...): retrying will not help.
+_REFUSED: Final = (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.UNAUTHENTICATED)
+
+
+def _raise(what: str, exc: grpc.RpcError) -> NoReturn:
+    code, details = exc.code(), exc.details()
+    if code in _REFUSED:
+        raise AccessDenied(f"{what}: the server refused this client ({code.name}): {details}; ask the "
+                           "federation's operator to issue or re-admit its certificate") from None
+    raise TransportError(f"{what} failed: {code.name}: {details}") from exc
+
+
 @final
 class GrpcConnector:
-    """One client's connection to the server. Every call has a deadline; gRPC errors become TransportError."""
+    """One client's connection to the server. Every call has a deadline.
+
+    gRPC errors become :class:`~fedra.errors.TransportError` (worth retrying), except the server's refusal
+    of this client (``PERMISSION_DENIED``, ``UNAUTHENTICATED``), which is :class:`~fedra.errors.AccessDenied`.
+    Use :meth:`mutual_tls` to connect with a certificate from the federation directory.
+    """
 
     def __init__(self, target: str, *, client_id: str, credentials: grpc.ChannelCredentials | None = None,
                  max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, push_timeout: float = 600.0) -> None:
@@ -38,6 +57,15 @@ class GrpcConnector:
         self._channel = (grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS) if credentials
                          else grpc.insecure_channel(target, options=CHANNEL_OPTIONS))
         self._stub = rpc.FederationStub(self._channel)  # type: ignore[no-untyped-call]
+
+    @classmethod
+    def mutual_tls(cls, target: str, federation_dir: Path | str, name: str, **options: Any) -> GrpcConnector:
+        """Connect to ``target`` with the certificate issued to ``name``; ``client_id`` is ``name``.
+
+        ``options`` are the other keyword arguments of the constructor. Raises ConfigError if the
+        certificate, key or CA certificate is missing (see :func:`~fedra.transport.grpc.client_credentials`).
+        """
+        return cls(target, client_id=name, credentials=client_credentials(federation_dir, name), **options)
 
     def pull(self, wait: float) -> PulledTask | None:
         """The next task, or ``None`` when none came within ``wait`` seconds."""
@@ -57,7 +85,7 @@ class GrpcConnector:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
                 raise JobFinished(exc.details() or "the job is finished") from None
-            raise TransportError(f"pull from the server failed: {exc.code().name}: {exc.details()}") from exc
+            _raise("pull from the server", exc)
         except RecordError as exc:
             raise TransportError(f"task stream rejected: {exc}") from exc
         if head is None or asm is None:
@@ -72,7 +100,7 @@ class GrpcConnector:
             ack: pb.PushAck = self._stub.Push(chunks(payload if payload is not None else b"", reply=head),
                                               timeout=self.push_timeout)
         except grpc.RpcError as exc:
-            raise TransportError(f"push to the server failed: {exc.code().name}: {exc.details()}") from exc
+            _raise("push to the server", exc)
         return ack
 
     def close(self) -> None:

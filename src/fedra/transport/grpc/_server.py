@@ -15,16 +15,19 @@ import time
 from collections.abc import Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
-from typing import Any, Final, final
+from typing import TYPE_CHECKING, Any, Final, final
 
 import grpc
 
-from fedra.errors import RecordError, TransportError
+from fedra.errors import AccessDenied, ConfigError, RecordError, TransportError
 from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES
 from fedra.transport.base import Reply, Task, TaskBatch, Transport
 from fedra.transport.grpc import fedra_pb2 as pb
 from fedra.transport.grpc import fedra_pb2_grpc as rpc
 from fedra.transport.grpc._chunks import CHUNK_SIZE, Assembler, chunks
+
+if TYPE_CHECKING:
+    from fedra.pki import Authority
 
 __all__ = ["CHANNEL_OPTIONS", "GrpcTransport"]
 
@@ -57,10 +60,25 @@ class _Servicer(rpc.FederationServicer):
         self.t = transport
 
     def _identity(self, claimed: str, context: grpc.ServicerContext) -> str:
+        """The caller's name: its certificate's under TLS (the claimed id is ignored), else the claim."""
         if self.t.secure:
-            names = context.auth_context().get("x509_common_name") or []
+            auth = context.auth_context()
+            if self.t.authority is not None:
+                pems = auth.get("x509_pem_cert") or []
+                if not pems:
+                    log.warning("client at %s refused: no client certificate", context.peer())
+                    context.abort(grpc.StatusCode.UNAUTHENTICATED, "expected a client certificate, got none")
+                try:
+                    return self.t.authority.check_peer(pems[0])
+                except AccessDenied as exc:  # fedra.pki.PeerRejected: carries .name and .reason
+                    name, reason = getattr(exc, "name", None), str(getattr(exc, "reason", "denied"))
+                    log.warning("client %r at %s refused (%s): %s", name, context.peer(), reason, exc)
+                    context.abort(grpc.StatusCode.PERMISSION_DENIED, f"{reason}: {exc}")
+                    raise AssertionError("unreachable: abort raises") from exc
+            names = auth.get("x509_common_name") or []
             if not names:
-                context.abort(grpc.StatusCode.UNAUTHENTICATED, "expected a client certificate")
+                log.warning("client at %s refused: no client certificate", context.peer())
+                context.abort(grpc.StatusCode.UNAUTHENTICATED, "expected a client certificate, got none")
             return str(names[0].decode())
         if not claimed:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expected a client_id")
@@ -141,12 +159,38 @@ class _Servicer(rpc.FederationServicer):
 
 @final
 class GrpcTransport(Transport):
-    """A gRPC server that clients connect out to. ``credentials`` None means plain text (insecure)."""
+    """A gRPC server that clients connect out to.
+
+    Parameters
+    ----------
+    bind
+        ``host:port`` to listen on; port 0 picks a free one (see :attr:`port`).
+    credentials
+        TLS credentials, normally :func:`~fedra.transport.grpc.server_credentials` (mutual TLS); under
+        TLS a client's identity is its certificate's name and the ``client_id`` it claims is ignored.
+        ``None`` means plain text (insecure; for loopback and tests).
+    authority
+        Under TLS, decides per call whether a verified client is admitted (not revoked, on the
+        allow-list, in date) and names it; it re-reads the lists when they change, so a revocation
+        applies to a running server. A refused call is logged with the reason and answered
+        ``PERMISSION_DENIED``. ``None``: every certificate the CA signed is admitted, named by its CN.
+
+    Raises
+    ------
+    ConfigError
+        An ``authority`` without ``credentials``.
+    TransportError
+        ``bind`` cannot be listened on.
+    """
 
     def __init__(self, bind: str = "127.0.0.1:0", *, credentials: grpc.ServerCredentials | None = None,
-                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, client_ttl: float = 30.0,
-                 max_workers: int = 64, verdict_timeout: float = 600.0) -> None:
+                 authority: Authority | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+                 client_ttl: float = 30.0, max_workers: int = 64, verdict_timeout: float = 600.0) -> None:
+        if authority is not None and credentials is None:
+            raise ConfigError("authority: expected TLS credentials with it (server_credentials(...)), got "
+                              "credentials=None; an allow-list means nothing on a plain-text server")
         self.secure = credentials is not None
+        self.authority = authority
         self.max_payload_bytes = max_payload_bytes
         self.client_ttl = client_ttl
         self.verdict_timeout = verdict_timeout
@@ -207,6 +251,7 @@ class GrpcTransport(Transport):
     def exchange(self, batch: TaskBatch, *, timeout: float | None) -> Iterator[Reply]:
         deadline = None if timeout is None else time.monotonic() + timeout
         ids = {t.task_id for t in batch.tasks}
+        owner = {t.task_id: t.client_id for t in batch.tasks}
         with self._lock:
             self._current = set(ids)
         for t in batch.tasks:
@@ -222,7 +267,8 @@ class GrpcTransport(Transport):
                     reply = self._results.get(timeout=remaining)
                 except queue.Empty:
                     return
-                pending.discard(reply.task_id)
+                if owner.get(reply.task_id) == reply.client_id:  # another client's reply settles nothing
+                    pending.discard(reply.task_id)
                 yielded.append(reply)
                 yield reply
         finally:
