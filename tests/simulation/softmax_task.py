@@ -37,6 +37,10 @@ def _grad(m: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> tuple[np.nd
 
 
 def train(m: dict[str, np.ndarray], data, config):  # type: ignore[no-untyped-def]
+    if slow := os.environ.get("FEDRA_TEST_SLOW"):
+        import time
+
+        time.sleep(float(slow))  # a slower client, so that a test can interrupt a round
     fault = os.environ.get("FEDRA_TEST_FAULT", "")
     if fault and config["client_id"] == "client-0003":
         if fault == "exit":

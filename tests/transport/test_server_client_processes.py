@@ -71,4 +71,4 @@ batch_size = 16
     assert digest.group(1) == expected.digest
     (run,) = (tmp_path / "runs").iterdir()
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 3
-    assert (run / "model.safetensors").exists() and (run / "checkpoint" / "checkpoint.json").exists()
+    assert (run / "model.safetensors").exists() and (run / "state.db").exists()

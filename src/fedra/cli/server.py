@@ -38,6 +38,13 @@ def server(
                                                help="Overrides job.rounds.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", show_default=False,
                                                 help="Create the run directory in DIR.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(
+        "--run-dir", show_default=False,
+        help="Run in DIR exactly; a restarted server resumes from the state it holds.")] = None,
+    state: Annotated[str | None, typer.Option(
+        "--state", show_default=False,
+        help="Database URL for the server's state (default: SQLite file state.db in the run directory; "
+             "postgresql+psycopg://user:password@host/db for PostgreSQL).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Serve a job to clients that connect over gRPC, and aggregate their updates."""
@@ -53,7 +60,7 @@ def server(
                               source=str(job_file))
         # Imported here so `fedra --help` stays fast and free of grpc.
         from fedra.app import UserApp
-        from fedra.runtime import CheckpointStore, RoundDriver
+        from fedra.runtime import RoundDriver
         from fedra.simulation import build_strategy, driver_config, load_data
         from fedra.transport.grpc import GrpcTransport
 
@@ -69,8 +76,15 @@ def server(
             out = evaluator_app.evaluate_on(test_data, config, job.job.seed)
             return {k: float(v) for k, v in out.items() if isinstance(v, int | float)}
 
-        run_dir = new_run_dir(job)
+        if run_dir is None:
+            run_dir = new_run_dir(job)
+        else:
+            run_dir = run_dir.resolve()
+            run_dir.mkdir(parents=True, exist_ok=True)
         _write_atomic(run_dir / "job.toml", spec_toml(job))
+        from fedra.runtime import SqlStateStore
+
+        store = SqlStateStore(state or f"sqlite:///{run_dir / 'state.db'}", job=job.job.name)
         transport = GrpcTransport(bind)
         try:
             host = bind.rsplit(":", 1)[0]
@@ -81,11 +95,12 @@ def server(
                 raise AggregationError(f"expected at least {need} clients within {wait_clients:.0f} s, "
                                        f"got {len(found)}; start more clients or lower strategy.min_clients")
             driver = RoundDriver(strategy=build_strategy(job), transport=transport, initial_params=initial,
-                                 config=replace(driver_config(job), client_wait=wait_clients),
+                                 config=replace(driver_config(job), client_wait=wait_clients,
+                                                round_timeout=job.strategy.round_timeout or 600.0),
                                  evaluator=evaluate,
                                  observers=[ConsoleObserver(console, quiet=quiet),
                                             JsonlObserver(run_dir / "metrics.jsonl")],
-                                 checkpoints=CheckpointStore(run_dir / "checkpoint"))
+                                 checkpoints=store)
             result = driver.run()
             _save_outputs(job, run_dir, result)
             transport.finish(linger=3.0)
