@@ -19,9 +19,9 @@ import pytest
 
 pytest.importorskip("grpc")
 
-from fedra.job import load_job  # noqa: E402
-from fedra.runtime import SqlStateStore  # noqa: E402
-from fedra.simulation import simulate  # noqa: E402
+from fedra.job import load_job
+from fedra.runtime import SqlStateStore
+from fedra.simulation import simulate
 
 FEDRA = str(Path(sys.executable).parent / "fedra")
 TASK = Path(__file__).resolve().parents[1] / "simulation" / "softmax_task.py"
