@@ -21,8 +21,8 @@ import pytest
 
 pytest.importorskip("grpc")
 
-from fedra.job import load_job  # noqa: E402
-from fedra.simulation import simulate  # noqa: E402
+from fedra.job import load_job
+from fedra.simulation import simulate
 
 FEDRA = str(Path(sys.executable).parent / "fedra")
 TASK = Path(__file__).resolve().parents[1] / "simulation" / "softmax_task.py"
@@ -42,7 +42,8 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(bool(_missing()), reason=_missing() or "")]
+_WHY_NOT = _missing()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(_WHY_NOT is not None, reason=_WHY_NOT or "")]
 
 
 def sh(*args: str) -> None:
@@ -171,7 +172,7 @@ def test_a_client_whose_link_is_cut_mid_round_is_dropped_then_rejoins(net: Net, 
         net.link("c0", up=False)
         time.sleep(6)  # longer than the round deadline
         net.link("c0", up=True)
-        out, err = server.communicate(timeout=240)
+        _, err = server.communicate(timeout=240)
         assert server.returncode == 0, err
         for c in clients:
             c.communicate(timeout=60)
