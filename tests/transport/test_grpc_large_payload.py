@@ -10,8 +10,8 @@ import pytest
 
 pytest.importorskip("grpc")
 
-from fedra.transport import Task, TaskBatch  # noqa: E402
-from fedra.transport.grpc import GrpcConnector, GrpcTransport  # noqa: E402
+from fedra.transport import Task, TaskBatch
+from fedra.transport.grpc import GrpcConnector, GrpcTransport
 
 SIZE = (2 << 30) + (3 << 20) + 5  # 2 GiB + 3 MiB + 5 bytes: over the cap, and not a whole number of chunks
 
