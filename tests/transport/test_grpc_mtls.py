@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -18,10 +19,11 @@ import pytest
 pytest.importorskip("grpc", reason="grpcio is not installed (fedra's gRPC transport needs it)")
 
 import grpc
+
 from fedra.errors import AccessDenied, ConfigError, FedraError, TransportError
 from fedra.pki import Authority, Layout, init_ca, issue, read_allowlist, revoke
 from fedra.records import Message, decode_message, encode_message
-from fedra.runtime import DriverConfig, RoundDriver
+from fedra.runtime import DriverConfig, RoundDriver, serve
 from fedra.strategy import FractionSampler, Strategy
 from fedra.transport import Task, TaskBatch
 from fedra.transport.grpc import (
@@ -205,6 +207,9 @@ def test_revocation_applies_to_the_running_server(server: GrpcTransport, federat
         with pytest.raises(AccessDenied, match="revoked"):
             a.push(Task("r1.0", "site-01", "n"), b"x")
         assert any("'site-01'" in line and "refused (revoked)" in line for line in logged.lines)
+        # The client's task loop stops with the refusal instead of retrying it as a network failure.
+        with pytest.raises(AccessDenied, match="revoked"):
+            serve(a, cast(Any, None), wait=0.05, max_backoff=0.1)
         still_works(b, server, "site-02")
     finally:
         a.close()
@@ -237,8 +242,8 @@ def test_a_reply_to_a_task_sent_to_another_client_is_refused(server: GrpcTranspo
 
     def reply_to(pulled_task: Task, payload: bytearray) -> bytes:
         arrays = {"w": decode_message(payload).arrays["w"] + 1}
-        return encode_message(Message(arrays=arrays, meta={
-            "task_id": pulled_task.task_id, "nonce": pulled_task.nonce, "num_examples": 1}))
+        return bytes(encode_message(Message(arrays=arrays, meta={
+            "task_id": pulled_task.task_id, "nonce": pulled_task.nonce, "num_examples": 1})))
 
     def client(name: str) -> None:
         conn = connect(server, federation, name, client_id="site-01" if name == "site-03" else None)

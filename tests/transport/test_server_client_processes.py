@@ -27,7 +27,8 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_server_and_three_client_processes_complete_a_job(tmp_path: Path) -> None:
+@pytest.mark.parametrize("security", ["mtls", "insecure"])
+def test_server_and_three_client_processes_complete_a_job(tmp_path: Path, security: str) -> None:
     job = tmp_path / "job.toml"
     job.write_text(f'''[job]
 name = "net"
@@ -45,11 +46,22 @@ min_clients = 3
 batch_size = 16
 ''')
     port = free_port()
-    server = subprocess.Popen([FEDRA, "server", str(job), "--bind", f"127.0.0.1:{port}", "--insecure",
+    if security == "mtls":
+        from fedra.pki import init_ca, issue
+
+        fed = tmp_path / "federation"
+        init_ca(fed)
+        issue(fed, "server", "server", sans=["127.0.0.1", "localhost"])
+        for i in range(3):
+            issue(fed, "client", f"client-{i:04d}")
+        how = ["--certs", str(fed)]
+    else:
+        how = ["--insecure"]
+    server = subprocess.Popen([FEDRA, "server", str(job), "--bind", f"127.0.0.1:{port}", *how,
                                "--wait-clients", "60", "--output", str(tmp_path / "runs"), "--quiet"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     clients = [subprocess.Popen([FEDRA, "client", "--server", f"127.0.0.1:{port}", "--job", str(job),
-                                 "--name", f"client-{i:04d}", "--partition", str(i), "--insecure"],
+                                 "--name", f"client-{i:04d}", "--partition", str(i), *how],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for i in range(3)]
     try:
@@ -66,7 +78,7 @@ batch_size = 16
                 p.wait()
     digest = re.search(r"model digest ([0-9a-f]{64})", out)
     assert digest is not None, out
-    assert "--insecure" in err  # the loud warning
+    assert ("--insecure" in err) == (security == "insecure")  # the loud warning, only when insecure
     expected = simulate(load_job(job))
     assert digest.group(1) == expected.digest
     (run,) = (tmp_path / "runs").iterdir()

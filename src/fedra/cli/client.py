@@ -38,14 +38,18 @@ def client(
     partition: Annotated[int | None, typer.Option(
         "--partition", help="Use partition N of the job's dataset instead of --data (demos, tests).",
         show_default=False)] = None,
+    certs: Annotated[Path | None, typer.Option(
+        "--certs", show_default=False,
+        help="A directory with ca/ca.crt and issued/NAME.crt + .key (from `fedra certs`): mutual TLS.")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="Plain text (trusted test networks only).")] = False,
 ) -> None:
     """Serve tasks from a fedra server until it says the job is finished."""
     with exit_codes():
-        if not insecure:
-            raise ConfigError("mutual TLS is not wired into `fedra client` yet: expected --insecure for "
-                              "plain text on a trusted network")
-        logging.getLogger("fedra").warning("--insecure: plain text; the server cannot verify who you are")
+        if insecure == (certs is not None):
+            raise ConfigError("expected exactly one of --certs DIR (mutual TLS with the certificate issued "
+                              "to --name) or --insecure (plain text, trusted test networks only)")
+        if insecure:
+            logging.getLogger("fedra").warning("--insecure: plain text; the server cannot verify who you are")
         job = read_spec(job_file)
         from fedra.app import UserApp
         from fedra.data import Dataset
@@ -67,7 +71,8 @@ def client(
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
-        connector = GrpcConnector(server, client_id=name)
+        connector = (GrpcConnector.mutual_tls(server, certs, name) if certs is not None
+                     else GrpcConnector(server, client_id=name))
         try:
             done = serve(connector, app, stop=stop, wait=5.0)
         finally:

@@ -30,6 +30,11 @@ log = logging.getLogger("fedra.server")
 def server(
     job_file: Annotated[Path, typer.Argument(metavar="JOB.toml", show_default=False, help="The job spec.")],
     bind: Annotated[str, typer.Option("--bind", help="Address to listen on.")] = "0.0.0.0:7788",
+    certs: Annotated[Path | None, typer.Option(
+        "--certs", show_default=False,
+        help="The federation directory (fedra certs): mutual TLS, clients admitted by certificate.")] = None,
+    cert_name: Annotated[str, typer.Option(
+        "--cert-name", help="The server certificate's name in the federation directory.")] = "server",
     insecure: Annotated[bool, typer.Option(
         "--insecure", help="Plain text, no client authentication. For trusted test networks only.")] = False,
     wait_clients: Annotated[float, typer.Option(
@@ -50,12 +55,13 @@ def server(
     """Serve a job to clients that connect over gRPC, and aggregate their updates."""
     console = Console()
     with exit_codes():
-        if not insecure:
-            raise ConfigError("mutual TLS is not wired into `fedra server` yet: expected --insecure for "
-                              "plain text on a trusted network; issue certificates with `fedra certs` "
-                              "for when it is")
-        logging.getLogger("fedra").warning(
-            "--insecure: plain text, and any client can claim any name; use only on a trusted test network")
+        if insecure == (certs is not None):
+            raise ConfigError("expected exactly one of --certs DIR (mutual TLS, the default way; make DIR "
+                              "with `fedra certs init` and `fedra certs issue server NAME --san HOST`) or "
+                              "--insecure (plain text, trusted test networks only)")
+        if insecure:
+            logging.getLogger("fedra").warning(
+                "--insecure: plain text, and any client can claim any name; use only on a trusted test network")
         job = apply_overrides(read_spec(job_file), rounds=rounds, output=output, workers=None,
                               source=str(job_file))
         # Imported here so `fedra --help` stays fast and free of grpc.
@@ -85,7 +91,14 @@ def server(
         from fedra.runtime import SqlStateStore
 
         store = SqlStateStore(state or f"sqlite:///{run_dir / 'state.db'}", job=job.job.name)
-        transport = GrpcTransport(bind)
+        if certs is not None:
+            from fedra.pki import Authority
+            from fedra.transport.grpc import server_credentials
+
+            transport = GrpcTransport(bind, credentials=server_credentials(certs, cert_name),
+                                      authority=Authority(certs))
+        else:
+            transport = GrpcTransport(bind)
         try:
             host = bind.rsplit(":", 1)[0]
             console.print(f"listening on {host}:{transport.port}; run directory {run_dir}", highlight=False)

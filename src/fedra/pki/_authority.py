@@ -19,7 +19,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
 from fedra.errors import AccessDenied, ConfigError
-from fedra.pki._ca import _load_ca, _now, cert_kind, load_certificate
+from fedra.pki._ca import _load_ca_cert, _now, cert_kind, load_certificate
 from fedra.pki._files import _NAME, Layout
 from fedra.pki._lists import read_allowlist, read_revoked
 
@@ -82,7 +82,7 @@ class Authority:
 
     def __init__(self, directory: Path | str, *, auto_reload: bool = True) -> None:
         self._layout = Layout(Path(directory))
-        self._ca, _ = _load_ca(self._layout)
+        self._ca = _load_ca_cert(self._layout)
         self.auto_reload = auto_reload
         self._lock = threading.Lock()
         self._stamps: tuple[_Stamp, _Stamp] = (None, None)

@@ -105,6 +105,14 @@ def _read_cert(path: Path) -> x509.Certificate:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
+def _load_ca_cert(layout: Layout) -> x509.Certificate:
+    """The CA certificate alone: what a server needs to check peers (the CA key stays with the operator)."""
+    if not layout.ca_cert.exists():
+        raise ConfigError(f"no federation CA certificate in {layout.root}: expected {layout.ca_cert}; "
+                          "run `fedra certs init` (or copy ca/ca.crt from the federation's operator)")
+    return _read_cert(layout.ca_cert)
+
+
 def _load_ca(layout: Layout) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     if not layout.ca_cert.exists() or not layout.ca_key.exists():
         raise ConfigError(f"no federation CA in {layout.root}: expected {layout.ca_cert} and {layout.ca_key}; "
