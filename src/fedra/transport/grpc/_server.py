@@ -106,7 +106,11 @@ class _Servicer(rpc.FederationServicer):
                                  payload_size=memoryview(batch.payload).nbytes)
             sent = False
             try:
-                yield from chunks(batch.payload, task=head)
+                body = self.t._chunks_of(batch)
+                first = pb.Chunk(offset=0, data=body[0].data, sha256=body[0].sha256)
+                first.task.CopyFrom(head)
+                yield first
+                yield from body[1:]
                 sent = True
             finally:
                 if not sent:  # the client went away mid-task: a dropout for this round
@@ -201,6 +205,7 @@ class GrpcTransport(Transport):
         self._lock = threading.Lock()
         self._results: queue.Queue[Reply] = queue.Queue()
         self._current: set[str] = set()
+        self._chunk_cache: tuple[TaskBatch, list[pb.Chunk]] | None = None
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                               thread_name_prefix="fedra-grpc"),
                                    options=CHANNEL_OPTIONS)
@@ -220,6 +225,14 @@ class GrpcTransport(Transport):
                 c = self._clients[name] = _Client(queue.Queue(), time.monotonic())
                 log.info("client %r connected", name)
             return c
+
+    def _chunks_of(self, batch: TaskBatch) -> list[pb.Chunk]:
+        """The round payload's chunks, cut and hashed once per exchange and sent to every client."""
+        with self._lock:
+            cached = self._chunk_cache
+            if cached is None or cached[0] is not batch:
+                cached = self._chunk_cache = (batch, list(chunks(batch.payload)))
+            return cached[1]
 
     def _expects(self, task_id: str) -> bool:
         with self._lock:
@@ -277,6 +290,7 @@ class GrpcTransport(Transport):
                     r.ack("the server did not evaluate this reply")
             with self._lock:
                 self._current = set()
+                self._chunk_cache = None
             while True:  # replies that came after the driver stopped listening: stragglers
                 try:
                     late = self._results.get_nowait()
