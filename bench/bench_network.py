@@ -1,0 +1,167 @@
+"""Networked round time on loopback against the cost of moving the same bytes through a local socket.
+
+    python bench/bench_network.py --clients 10 --params 10000000
+    python bench/bench_network.py --clients 100 --params 1000000
+
+Each client is its own process (a minimal echo client over the real GrpcConnector: it decodes the task,
+adds one to the model and sends it back), so the server does all of a round's real work: encode, stream
+the model to every client in checked chunks, reassemble and validate every reply, fold it, step. The
+baseline, measured in the same run, pushes clients x model bytes through one TCP loopback connection once
+each way. The server process also reports its peak RSS above its RSS before the job, in model sizes.
+Goals (issue 3): round time within 2x of the baseline; server peak RSS under (2 + clients in flight) x model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve()
+
+
+def socket_baseline(total: int, chunk: int = 4 << 20) -> float:
+    """Seconds to send ``total`` bytes one way and back through a TCP loopback connection."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    a = socket.create_connection(("127.0.0.1", port))
+    b, _ = srv.accept()
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+
+    def send(sock: socket.socket) -> None:
+        left = total
+        while left:
+            n = sock.send(view[: min(chunk, left)])
+            left -= n
+
+    def recv(sock: socket.socket) -> None:
+        left = total
+        into = bytearray(chunk)
+        while left:
+            n = sock.recv_into(into, min(chunk, left))
+            left -= n
+
+    t0 = time.perf_counter()
+    for src, dst in ((a, b), (b, a)):
+        th = threading.Thread(target=recv, args=(dst,))
+        th.start()
+        send(src)
+        th.join()
+    elapsed = time.perf_counter() - t0
+    for s in (a, b, srv):
+        s.close()
+    return elapsed
+
+
+def client_main(port: int, name: str) -> None:
+    from fedra.errors import TransportError
+    from fedra.records import Message, decode_message, encode_message
+    from fedra.transport import JobFinished
+    from fedra.transport.grpc import GrpcConnector
+
+    conn = GrpcConnector(f"127.0.0.1:{port}", client_id=name, max_payload_bytes=1 << 34)
+    while True:
+        try:
+            pulled = conn.pull(2.0)
+        except JobFinished:
+            return
+        except TransportError:
+            time.sleep(0.1)
+            continue
+        if pulled is None:
+            continue
+        msg = decode_message(pulled.payload)
+        arrays = {k: v + np.float32(1) for k, v in msg.arrays.items()}
+        reply = encode_message(Message(arrays=arrays, meta={
+            "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1}))
+        conn.push(pulled.task, reply)
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def server_main(clients: int, params: int, rounds: int) -> dict[str, Any]:
+    from fedra.runtime import DriverConfig, RoundDriver
+    from fedra.strategy import FractionSampler, Strategy
+    from fedra.transport.grpc import GrpcTransport
+
+    before = rss_kib()
+    transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=clients + 16)
+    procs = [subprocess.Popen([sys.executable, str(HERE), "_client", "--port", str(transport.port),
+                               "--name", f"c{i:04d}"]) for i in range(clients)]
+    try:
+        if len(transport.wait_for_clients(clients, timeout=300)) < clients:
+            raise SystemExit("clients did not connect")
+        driver = RoundDriver(strategy=Strategy(sampler=FractionSampler(min_clients=clients)),
+                             transport=transport, initial_params={"w": np.zeros(params, np.float32)},
+                             config=DriverConfig(rounds=rounds, round_timeout=600))
+        base = rss_kib()
+        result = driver.run()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+        transport.finish(linger=5)
+    finally:
+        transport.close()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    assert all(r.accepted == clients for r in result.records)
+    return {"round_s": [r.seconds["total"] for r in result.records], "rss_before_kib": before,
+            "rss_job_start_kib": base, "peak_kib": peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", nargs="?", default="run", choices=["run", "_client", "_server"])
+    parser.add_argument("--clients", type=int, default=10)
+    parser.add_argument("--params", type=int, default=10_000_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--name", default="c")
+    args = parser.parse_args()
+    if args.what == "_client":
+        client_main(args.port, args.name)
+        return
+    if args.what == "_server":
+        print(json.dumps(server_main(args.clients, args.params, args.rounds)))
+        return
+    model = args.params * 4
+    total = args.clients * model
+    print(f"# {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+    out = subprocess.run([sys.executable, str(HERE), "_server", "--clients", str(args.clients), "--params",
+                          str(args.params), "--rounds", str(args.rounds)], capture_output=True, text=True,
+                         check=True)
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    rounds = res["round_s"][1:]  # round 1 includes the clients' first imports and connections
+    base = [socket_baseline(total) for _ in range(3)]
+    r_med, b_med = statistics.median(rounds), statistics.median(base)
+    extra = (res["peak_kib"] - res["rss_job_start_kib"]) * 1024
+    print(f"{args.clients} clients x {args.params:,} float32 ({model / 2**20:.0f} MiB model, "
+          f"{2 * total / 2**30:.2f} GiB moved per round)")
+    print(f"round time: median {r_med:.3f} s over rounds 2..{args.rounds} "
+          f"({', '.join(f'{t:.3f}' for t in rounds)})")
+    print(f"socket baseline, same bytes once each way: median {b_med:.3f} s "
+          f"({', '.join(f'{t:.3f}' for t in base)})")
+    print(f"ratio round / baseline: {r_med / b_med:.2f}  (goal <= 2)")
+    print(f"server peak RSS above its RSS at job start: {extra / 2**20:.0f} MiB = {extra / model:.1f} x model "
+          f"(process peak {res['peak_kib'] / 1024:.0f} MiB, {res['rss_job_start_kib'] / 1024:.0f} MiB at job start)")
+
+
+if __name__ == "__main__":
+    main()
