@@ -1,15 +1,11 @@
-"""Fixtures of the PKI tests: a federation with a CA, a server and a client, and a CLI runner."""
+"""Fixtures of the PKI tests: a federation with a CA, a server and a client, (the CLI runner is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from fedra.cli.main import app
 from fedra.pki import init_ca, issue
 
 
@@ -30,26 +26,3 @@ def fresh(tmp_path: Path) -> Path:
     root = tmp_path / "federation"
     init_ca(root)
     return root
-
-
-@pytest.fixture(autouse=True)
-def _restore_fedra_logger() -> Iterator[None]:
-    logger = logging.getLogger("fedra")
-    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
-    yield
-    logger.handlers[:] = handlers
-    logger.setLevel(level)
-    logger.propagate = propagate
-
-
-Cli = Callable[..., Result]
-
-
-def _fedra(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-@pytest.fixture
-def cli() -> Cli:
-    """``cli(*args)`` runs ``fedra ARGS`` in this process (as tests/cli's fixture of the same name)."""
-    return _fedra
