@@ -130,7 +130,7 @@ def stop(procs: list[subprocess.Popen[str]]) -> None:
     for p in procs:
         if p.poll() is None:
             p.kill()
-            p.wait()
+            p.communicate()  # reaps it and closes its pipes
 
 
 def test_shaped_and_lossy_links_reach_the_loopback_model(net: Net, tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ batch_size = 16
         for p in (server, *clients):
             if p.poll() is None:
                 p.kill()
-                p.wait()
+                p.communicate()  # reaps it and closes its pipes
     digest = re.search(r"model digest ([0-9a-f]{64})", out)
     assert digest is not None, out
     assert ("--insecure" in err) == (security == "insecure")  # the loud warning, only when insecure

@@ -96,7 +96,7 @@ batch_size = 16
             for p in procs:
                 if p.poll() is None:
                     p.kill()
-                    p.wait()
+                    p.communicate()  # reaps it and closes its pipes
         digest = re.search(r"model digest ([0-9a-f]{64})", out)
         assert digest is not None and digest.group(1) == expected, f"trial {trial}: {out}"
         rounds = [json.loads(line)["round"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
