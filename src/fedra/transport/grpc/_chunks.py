@@ -12,6 +12,8 @@ import hashlib
 from collections.abc import Iterator
 from typing import Final, final
 
+import numpy as np
+
 from fedra.errors import DecodeError, PayloadTooLarge
 from fedra.transport.grpc import fedra_pb2 as pb
 
@@ -48,7 +50,9 @@ class Assembler:
     def __init__(self, declared_size: int, *, max_bytes: int) -> None:
         if declared_size > max_bytes:
             raise PayloadTooLarge(size=declared_size, limit=max_bytes, what="declared payload")
-        self._buf = bytearray(declared_size)
+        # np.empty, not bytearray(n): the buffer is written whole before it is read, so zero-filling it
+        # first would be a wasted pass over the payload (it showed as the top cost in a profile).
+        self._buf = np.empty(declared_size, dtype=np.uint8).data
         self._size = declared_size
         self._filled = 0
 
@@ -69,7 +73,7 @@ class Assembler:
     def complete(self) -> bool:
         return self._filled == self._size
 
-    def result(self) -> bytearray:
+    def result(self) -> memoryview:
         if not self.complete:
             raise DecodeError(f"payload stream ended early: expected {self._size:,} bytes, "
                               f"got {self._filled:,}")

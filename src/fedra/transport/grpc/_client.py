@@ -25,7 +25,7 @@ class PulledTask:
     task: Task
     kind: str
     round: int
-    payload: bytearray
+    payload: memoryview
 
 
 #: The server refused this client (revoked, not on the allow-list, expired...): retrying will not help.
