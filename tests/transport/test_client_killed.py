@@ -6,45 +6,21 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from net_helpers import FEDRA, free_port, write_job
 
 pytest.importorskip("grpc")
 
-FEDRA = str(Path(sys.executable).parent / "fedra")
-TASK = Path(__file__).resolve().parents[1] / "simulation" / "softmax_task.py"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
 def test_a_client_killed_mid_round_is_a_dropout(tmp_path: Path) -> None:
-    job = tmp_path / "job.toml"
-    job.write_text(f'''[job]
-name = "dropout"
-module = "{TASK}"
-framework = "numpy"
-rounds = 4
-seed = 2
-[data]
-dataset = "digits"
-partition = "iid"
-num_clients = 3
-[strategy]
-min_clients = 3
-round_timeout = 3
-[client]
-batch_size = 16
-''')
+    job = write_job(tmp_path, name="dropout", rounds=4, seed=2, round_timeout=3)
     port = free_port()
     run = tmp_path / "run"
     server = subprocess.Popen([FEDRA, "server", str(job), "--bind", f"127.0.0.1:{port}", "--insecure", "--quiet",

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,11 +20,11 @@ import pytest
 
 pytest.importorskip("grpc")
 
+from net_helpers import FEDRA, write_job
+
 from fedra.job import load_job
 from fedra.simulation import simulate
 
-FEDRA = str(Path(sys.executable).parent / "fedra")
-TASK = Path(__file__).resolve().parents[1] / "simulation" / "softmax_task.py"
 SERVER_IP = "10.231.7.1"
 
 
@@ -88,27 +87,6 @@ class Net:
         sh("ip", "-n", self.ns[host], "link", "set", "veth0", "up" if up else "down")
 
 
-def write_job(tmp: Path, rounds: int, timeout: float) -> Path:
-    job = tmp / "job.toml"
-    job.write_text(f'''[job]
-name = "netns"
-module = "{TASK}"
-framework = "numpy"
-rounds = {rounds}
-seed = 9
-[data]
-dataset = "digits"
-partition = "iid"
-num_clients = 3
-[strategy]
-min_clients = 3
-round_timeout = {timeout}
-[client]
-batch_size = 16
-''')
-    return job
-
-
 @pytest.fixture
 def net() -> Iterator[Net]:
     with Net(["srv", "c0", "c1", "c2"]) as n:
@@ -134,7 +112,7 @@ def stop(procs: list[subprocess.Popen[str]]) -> None:
 
 
 def test_shaped_and_lossy_links_reach_the_loopback_model(net: Net, tmp_path: Path) -> None:
-    job = write_job(tmp_path, rounds=4, timeout=60)
+    job = write_job(tmp_path, name="netns", rounds=4, seed=9, round_timeout=60)
     # client 1: 2 Mbit/s towards it (shaped on its bridge port); client 2: 10 % of its packets dropped
     sh("ip", "netns", "exec", net.br, "tc", "qdisc", "add", "dev", net.port["c1"], "root", "tbf",
        "rate", "2mbit", "burst", "32kbit", "latency", "400ms")
@@ -161,7 +139,7 @@ def test_shaped_and_lossy_links_reach_the_loopback_model(net: Net, tmp_path: Pat
 
 
 def test_a_client_whose_link_is_cut_mid_round_is_dropped_then_rejoins(net: Net, tmp_path: Path) -> None:
-    job = write_job(tmp_path, rounds=6, timeout=4)
+    job = write_job(tmp_path, name="netns", rounds=6, seed=9, round_timeout=4)
     server, clients = start(net, job, tmp_path, env={"FEDRA_TEST_SLOW": "0.5"})
     metrics = tmp_path / "run" / "metrics.jsonl"
     try:

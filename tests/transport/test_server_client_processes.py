@@ -4,47 +4,23 @@ exit when the server says it is finished, and the model equals the simulation's 
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 pytest.importorskip("grpc")
 
+from net_helpers import FEDRA, free_port, write_job
+
 from fedra.job import load_job
 from fedra.simulation import simulate
-
-FEDRA = str(Path(sys.executable).parent / "fedra")
-TASK = Path(__file__).resolve().parents[1] / "simulation" / "softmax_task.py"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("security", ["mtls", "insecure"])
 def test_server_and_three_client_processes_complete_a_job(tmp_path: Path, security: str) -> None:
-    job = tmp_path / "job.toml"
-    job.write_text(f'''[job]
-name = "net"
-module = "{TASK}"
-framework = "numpy"
-rounds = 3
-seed = 11
-[data]
-dataset = "digits"
-partition = "iid"
-num_clients = 3
-[strategy]
-min_clients = 3
-[client]
-batch_size = 16
-''')
+    job = write_job(tmp_path, name="net", rounds=3, seed=11)
     port = free_port()
     if security == "mtls":
         from fedra.pki import init_ca, issue

@@ -9,9 +9,7 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,41 +17,20 @@ import pytest
 
 pytest.importorskip("grpc")
 
+from net_helpers import FEDRA, free_port, write_job
+
 from fedra.job import load_job
 from fedra.runtime import SqlStateStore
 from fedra.simulation import simulate
 
-FEDRA = str(Path(sys.executable).parent / "fedra")
-TASK = Path(__file__).resolve().parents[1] / "simulation" / "softmax_task.py"
 ROUNDS = 8
 TRIALS = 10
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.mark.slow
 def test_kill_9_the_server_at_random_moments_and_resume(tmp_path: Path) -> None:
-    job = tmp_path / "job.toml"
-    job.write_text(f'''[job]
-name = "crash"
-module = "{TASK}"
-framework = "numpy"
-rounds = {ROUNDS}
-seed = 3
-[data]
-dataset = "digits"
-partition = "iid"
-num_clients = 3
-[strategy]
-min_clients = 3
-round_timeout = 30
-[client]
-batch_size = 16
-''')
+    job = write_job(tmp_path, name="crash", rounds=ROUNDS, seed=3, round_timeout=30)
     expected = simulate(load_job(job)).digest
     rng = random.Random(1234)
     env = {**os.environ, "FEDRA_TEST_SLOW": "0.08"}

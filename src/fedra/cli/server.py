@@ -12,12 +12,12 @@ from rich.console import Console
 
 from fedra.cli import exit_codes
 from fedra.cli.simulate import (
-    _save_outputs,
-    _write_atomic,
     apply_overrides,
     new_run_dir,
     read_spec,
+    save_outputs,
     spec_toml,
+    write_atomic,
 )
 from fedra.errors import AggregationError, ConfigError
 from fedra.observe import ConsoleObserver, JsonlObserver
@@ -87,7 +87,7 @@ def server(
         else:
             run_dir = run_dir.resolve()
             run_dir.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run_dir / "job.toml", spec_toml(job))
+        write_atomic(run_dir / "job.toml", spec_toml(job))
         from fedra.runtime import SqlStateStore
 
         store = SqlStateStore(state or f"sqlite:///{run_dir / 'state.db'}", job=job.job.name)
@@ -115,7 +115,7 @@ def server(
                                             JsonlObserver(run_dir / "metrics.jsonl")],
                                  checkpoints=store)
             result = driver.run()
-            _save_outputs(job, run_dir, result)
+            save_outputs(job, run_dir, result)
             transport.finish(linger=3.0)
         finally:
             transport.close()

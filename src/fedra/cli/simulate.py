@@ -114,7 +114,7 @@ def _check_resumable(job: JobSpec, run_dir: Path) -> None:
                           "to continue it, or choose another run directory")
 
 
-def _write_atomic(path: Path, data: bytes | bytearray | str) -> None:
+def write_atomic(path: Path, data: bytes | bytearray | str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         if isinstance(data, str):
@@ -126,11 +126,11 @@ def _write_atomic(path: Path, data: bytes | bytearray | str) -> None:
         raise StateError(f"cannot write {path}: {exc.strerror or exc}") from exc
 
 
-def _save_outputs(job: JobSpec, run_dir: Path, result: RunResult) -> None:
+def save_outputs(job: JobSpec, run_dir: Path, result: RunResult) -> None:
     """Write the final model and the plot of every round (before a resume too) into ``run_dir``."""
     metadata = {"fedra.digest": result.digest, "fedra.round": str(result.state.round),
                 "fedra.job": job.job.name, "fedra.version": __version__}
-    _write_atomic(run_dir / "model.safetensors", encode_arrays(result.params, metadata))
+    write_atomic(run_dir / "model.safetensors", encode_arrays(result.params, metadata))
     metrics = run_dir / "metrics.jsonl"
     records = read_jsonl(metrics) if metrics.exists() else result.records
     try:
@@ -173,11 +173,11 @@ def simulate(
             except OSError as exc:
                 raise ConfigError(f"--run-dir {run_dir}: expected a directory or a path to create one "
                                   f"at, got an error: {exc.strerror or exc}") from exc
-        _write_atomic(run_dir / "job.toml", spec_toml(job))
+        write_atomic(run_dir / "job.toml", spec_toml(job))
         if not quiet:
             console.print(f"run directory: {run_dir}", soft_wrap=True, highlight=False)
         result = _run(job, run_dir, console, quiet=quiet, job_file=job_file, fresh=fresh)
-        _save_outputs(job, run_dir, result)
+        save_outputs(job, run_dir, result)
         if result.records and not any(r.completed for r in result.records):
             raise AggregationError(_no_round_completed(result))
     console.print(f"run directory: {run_dir}" if quiet else f"saved model, metrics and plot in {run_dir}",

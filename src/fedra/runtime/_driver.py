@@ -194,9 +194,8 @@ class RoundDriver:
         rec = RoundRecord(round=rnd)
         available = self.transport.clients()
         need = self.strategy.sampler.min_clients
-        wait = getattr(self.transport, "wait_for_clients", None)
-        if len(available) < need and self.config.client_wait > 0 and wait is not None:
-            available = wait(need, timeout=self.config.client_wait)
+        if len(available) < need and self.config.client_wait > 0:
+            available = self.transport.wait_for_clients(need, timeout=self.config.client_wait)
         try:
             selected, state = self.strategy.sample(self.state, available)
         except AggregationError as exc:

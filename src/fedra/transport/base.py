@@ -80,6 +80,13 @@ class Transport(ABC):
         are the transport's to discard.
         """
 
+    def wait_for_clients(self, n: int, *, timeout: float) -> Sequence[str]:
+        """Clients available once at least ``n`` are, or when ``timeout`` has passed.
+
+        Transports whose clients come and go (gRPC) wait; the default answers at once.
+        """
+        return self.clients()
+
     def close(self) -> None:  # noqa: B027 - optional hook, default does nothing
         """Release connections and processes."""
 
