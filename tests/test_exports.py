@@ -11,7 +11,7 @@ import pytest
 
 PACKAGES = ["fedra", "fedra.records", "fedra.aggregation", "fedra.strategy", "fedra.transport", "fedra.runtime",
             "fedra.simulation", "fedra.data", "fedra.frameworks", "fedra.observe", "fedra.errors", "fedra.job",
-            "fedra.app", "fedra.pki", "fedra.transport.grpc"]
+            "fedra.app", "fedra.pki", "fedra.transport.grpc", "fedra.privacy", "fedra.secagg", "fedra.attacks", "fedra.linux"]
 
 
 def isort_key(name: str) -> tuple[int, str]:
@@ -30,6 +30,9 @@ def test_all_is_sorted_and_resolves(name: str) -> None:
 
 
 def test_policy_classes_are_final() -> None:
+    from fedra.attacks import AttackConfig
+    from fedra.privacy import Accountant, AdaptiveClipping, DPConfig, DPFedAvg
+    from fedra.secagg import ClientProtocol, SecAggConfig, SecAggResult, ServerProtocol
     from fedra.simulation import ProcessPoolTransport
     from fedra.strategy import (
         Aggregator,
@@ -41,7 +44,8 @@ def test_policy_classes_are_final() -> None:
     from fedra.transport import FunctionTransport
 
     for klass in (Strategy, Aggregator, FractionSampler, ServerOptimizer, RoundAggregate, FunctionTransport,
-                  ProcessPoolTransport):
+                  ProcessPoolTransport, AttackConfig, Accountant, AdaptiveClipping, DPConfig, DPFedAvg,
+                  ClientProtocol, SecAggConfig, SecAggResult, ServerProtocol):
         assert getattr(klass, "__final__", False), f"{klass.__name__} should be @final"
 
 
