@@ -12,19 +12,26 @@ import fedra.aggregation as aggregation
 
 EXPECTED = {
     "Arrays",
+    "UpdateScores",
     "WeightedMeanAccumulator",
+    "bulyan",
+    "centered_clip",
     "coordinate_median",
     "fedadagrad_step",
     "fedadam_step",
     "fedavgm_step",
     "fedyogi_step",
+    "fltrust",
     "initial_second_moment",
     "krum",
     "krum_scores",
     "multi_krum",
+    "norm_bound",
     "proximal_gradient_np",
     "proximal_term_np",
+    "robust_zscores",
     "trimmed_mean",
+    "update_scores",
     "weighted_mean",
 }
 
@@ -56,6 +63,12 @@ def test_numeric_functions_take_hyperparameters_by_keyword_only() -> None:
         "krum_scores": {"num_byzantine"},
         "krum": {"num_byzantine"},
         "multi_krum": {"num_byzantine", "num_selected"},
+        "bulyan": {"num_byzantine"},
+        "centered_clip": {"center", "tau", "iterations"},
+        "norm_bound": {"max_norm"},
+        "fltrust": {"server_update"},
+        "update_scores": {"aggregate", "num_neighbours"},
+        "robust_zscores": {"min_scale"},
         "fedavgm_step": {"params", "delta", "momentum", "lr", "beta"},
         "fedadagrad_step": {"params", "delta", "m", "v", "lr", "beta1", "tau"},
         "fedadam_step": {"params", "delta", "m", "v", "lr", "beta1", "beta2", "tau"},
@@ -90,7 +103,7 @@ def test_import_pulls_in_no_other_fedra_layer_or_framework() -> None:
     fedra_modules = {m for m in added if m.split(".")[0] == "fedra"}
     assert fedra_modules <= {
         "fedra.errors", "fedra.aggregation", "fedra.aggregation._mean", "fedra.aggregation._robust",
-        "fedra.aggregation._optimizers",
+        "fedra.aggregation._optimizers", "fedra.aggregation._defences", "fedra.aggregation._scores",
     }
     assert "fedra.aggregation._mean" in fedra_modules
     roots = {m.split(".")[0] for m in added}
