@@ -17,6 +17,9 @@ branch to a process exit code.
     ├── DatasetError                 a dataset is missing or malformed                 exit 66 (EX_NOINPUT)
     ├── UserCodeError                the user's model module failed or is incomplete   exit 70 (EX_SOFTWARE)
     ├── AggregationError             not enough (valid) updates to aggregate           exit 75 (EX_TEMPFAIL)
+    ├── SecAggError                  secure aggregation failed (fedra.secagg)          exit 75 (EX_TEMPFAIL)
+    │   ├── SecAggAborted            too few survivors: the round has no output
+    │   └── ProtocolViolation        a protocol message refused (replayed, reordered, inconsistent)
     ├── TransportError               a transport failed to deliver                     exit 69 (EX_UNAVAILABLE)
     ├── AccessDenied                 a peer is not admitted (certificate, allow-list)  exit 77 (EX_NOPERM)
     └── StateError                   a checkpoint or strategy state cannot be restored exit 74 (EX_IOERR)
