@@ -27,6 +27,12 @@ Example::
     epochs = 1
     batch_size = 32
     lr = 0.1
+
+    [sandbox]                   # how `fedra client` runs training (overridable on its command line)
+    enabled = "auto"            # auto (sandbox where the host allows it, else warn) | on | off
+    memory_mib = 2048           # memory limit; a task above it fails with "out of memory (limit N MiB)"
+    cpu = 1.0                   # CPU time, in CPUs (like docker --cpus)
+    pids = 256                  # processes and threads
 """
 
 from __future__ import annotations
@@ -45,6 +51,7 @@ __all__ = [
     "DataSection",
     "JobSection",
     "JobSpec",
+    "SandboxSection",
     "SimulationSection",
     "StrategySection",
     "load_job",
@@ -135,12 +142,24 @@ class SimulationSection(_Section):
     max_cached_partitions: int = Field(1024, ge=1, description="prepared partitions each worker keeps")
 
 
+class SandboxSection(_Section):
+    """How ``fedra client`` runs the user's training: in a sandbox, with these limits (``None``: unlimited)."""
+
+    enabled: Literal["auto", "on", "off"] = "auto"
+    memory_mib: int | None = Field(None, ge=32, description="memory limit of the training worker, MiB")
+    cpu: float | None = Field(None, gt=0, description="CPU time in CPUs, like docker --cpus")
+    pids: int | None = Field(512, ge=8, description="processes and threads of the training worker")
+    work_dir: str | None = Field(None, description="the worker's only writable directory (default: a "
+                                                   "fresh temporary one)")
+
+
 class JobSpec(_Section):
     job: JobSection
     data: DataSection = DataSection()
     strategy: StrategySection = StrategySection()
     client: ClientSection = ClientSection()
     simulation: SimulationSection = SimulationSection()
+    sandbox: SandboxSection = SandboxSection()
     #: where the spec was read from; relative paths in it are relative to this directory
     base_dir: str = Field(".", exclude=True)
 

@@ -51,6 +51,10 @@ def server(
         help="Database URL for the server's state (default: SQLite file state.db in the run directory; "
              "postgresql+psycopg://user:password@host/db for PostgreSQL).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    monitor: Annotated[bool, typer.Option(
+        "--monitor",
+        help="Account the federation's traffic (eBPF, else ss) and report anomalies into traffic.jsonl "
+             "in the run directory.")] = False,
 ) -> None:
     """Serve a job to clients that connect over gRPC, and aggregate their updates."""
     console = Console()
@@ -99,7 +103,16 @@ def server(
                                       authority=Authority(certs))
         else:
             transport = GrpcTransport(bind)
+        traffic = None
         try:
+            if monitor:
+                from fedra.linux import Monitor, MonitorRules
+
+                # the expected update size is the model's, learnt when the run starts (Monitor.on_run_start)
+                traffic = Monitor(MonitorRules(ports=(transport.port,)), jsonl=run_dir / "traffic.jsonl").start()
+                console.print(f"traffic monitor: {traffic.backend}"
+                              + (f" (eBPF not available: {traffic.fallback_reason})"
+                                 if traffic.fallback_reason else ""), soft_wrap=True, highlight=False)
             host = bind.rsplit(":", 1)[0]
             console.print(f"listening on {host}:{transport.port}; run directory {run_dir}", highlight=False)
             need = job.strategy.min_clients
@@ -112,12 +125,15 @@ def server(
                                                 round_timeout=job.strategy.round_timeout or 600.0),
                                  evaluator=evaluate,
                                  observers=[ConsoleObserver(console, quiet=quiet),
-                                            JsonlObserver(run_dir / "metrics.jsonl")],
+                                            JsonlObserver(run_dir / "metrics.jsonl"),
+                                            *([] if traffic is None else [traffic])],
                                  checkpoints=store)
             result = driver.run()
             save_outputs(job, run_dir, result)
             transport.finish(linger=3.0)
         finally:
             transport.close()
+            if traffic is not None:
+                traffic.stop()
         console.print(f"model digest {result.digest}", highlight=False)
         console.print(f"saved model, metrics and plot in {run_dir}", soft_wrap=True, highlight=False)

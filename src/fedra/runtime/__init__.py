@@ -7,6 +7,7 @@ from fedra.runtime._client import ClientApp, RoundPayload, TaskResult, run_task,
 from fedra.runtime._driver import DriverConfig, Evaluator, RoundDriver, RunResult, model_digest
 from fedra.runtime._events import Observer, RoundRecord, RunInfo
 from fedra.runtime._remote import Connector, PulledTaskLike, serve
+from fedra.runtime._sandboxed import SandboxedRunner, TaskFailed, TaskRunner, serve_in_sandbox
 
 if TYPE_CHECKING:
     from fedra.runtime._store import SQL_MAX_BLOB_BYTES, SqlStateStore
@@ -38,11 +39,15 @@ __all__ = [
     "RoundRecord",
     "RunInfo",
     "RunResult",
+    "SandboxedRunner",
     "SqlStateStore",
     "StateStore",
+    "TaskFailed",
     "TaskResult",
+    "TaskRunner",
     "model_digest",
     "run_task",
     "serve",
+    "serve_in_sandbox",
     "task_seed",
 ]

@@ -2,7 +2,8 @@
 
 Transport-agnostic: it drives any :class:`Connector` (the gRPC one lives in ``fedra.transport.grpc``).
 A failure of the user's code is reported to the server as that task's error and the loop goes on; a
-failure to reach the server is retried with capped exponential backoff and jitter.
+failure to reach the server is retried with capped exponential backoff and jitter. Tasks run in this
+process on a :class:`ClientApp`, or wherever a :class:`TaskRunner` runs them (a sandboxed worker).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 from fedra.errors import FedraError, TransportError
 from fedra.runtime._client import ClientApp, RoundPayload, run_task
+from fedra.runtime._sandboxed import TaskFailed, TaskRunner
 from fedra.transport.base import Buffer, JobFinished, Task
 
 __all__ = ["Connector", "PulledTaskLike", "serve"]
@@ -36,10 +38,14 @@ class Connector(Protocol):
     def push(self, task: Task, payload: Buffer | None = None, *, error: str | None = None) -> Any: ...
 
 
-def serve(connector: Connector, app: ClientApp, *, stop: threading.Event | None = None, wait: float = 5.0,
+def serve(connector: Connector, app: ClientApp | TaskRunner, *, stop: threading.Event | None = None, wait: float = 5.0,
           max_backoff: float = 30.0, max_tasks: int | None = None,
           sleep: Callable[[float], bool] | None = None) -> int:
-    """Serve tasks until ``stop`` is set (or ``max_tasks`` were done); returns the number of tasks done."""
+    """Serve tasks until ``stop`` is set (or ``max_tasks`` were done); returns the number of tasks done.
+
+    ``app`` runs each task: a :class:`ClientApp` in this process, or a :class:`TaskRunner` (e.g. a
+    :class:`SandboxedRunner`), whose :class:`TaskFailed` reasons are reported to the server as they are.
+    """
     stop = stop or threading.Event()
     pause = sleep or stop.wait
     done = 0
@@ -60,10 +66,16 @@ def serve(connector: Connector, app: ClientApp, *, stop: threading.Event | None 
         if pulled is None:
             continue
         task = pulled.task
+        error: str | None
         try:
-            reply = run_task(app, RoundPayload.decode(pulled.payload), task)
+            if isinstance(app, TaskRunner):
+                reply = app.run_task(pulled.payload, task)
+            else:
+                reply = run_task(app, RoundPayload.decode(pulled.payload), task)
+        except TaskFailed as exc:
+            error, reply = str(exc), None
         except FedraError as exc:
-            error: str | None = f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {exc}"
             reply = None
         except Exception as exc:  # the user's code failed: report it, keep serving
             error, reply = f"{type(exc).__name__}: {exc}", None
