@@ -96,10 +96,12 @@ def rss_kib() -> int:
 
 
 def server_main(clients: int, params: int, rounds: int) -> dict[str, Any]:
+    from fedra.linux import fix_mmap_threshold
     from fedra.runtime import DriverConfig, RoundDriver
     from fedra.strategy import FractionSampler, Strategy
     from fedra.transport.grpc import GrpcTransport
 
+    fix_mmap_threshold()  # as `fedra server` does: see fedra/linux/_malloc.py
     before = rss_kib()
     transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=clients + 16)
     procs = [subprocess.Popen([sys.executable, str(HERE), "_client", "--port", str(transport.port),
@@ -123,7 +125,7 @@ def server_main(clients: int, params: int, rounds: int) -> dict[str, Any]:
                 p.kill()
     assert all(r.accepted == clients for r in result.records)
     return {"round_s": [r.seconds["total"] for r in result.records], "rss_before_kib": before,
-            "rss_job_start_kib": base, "peak_kib": peak}
+            "rss_job_start_kib": base, "peak_kib": peak, "in_flight": transport.peak_replies_in_flight}
 
 
 def main() -> None:
@@ -161,6 +163,9 @@ def main() -> None:
     print(f"ratio round / baseline: {r_med / b_med:.2f}  (goal <= 2)")
     print(f"server peak RSS above its RSS at job start: {extra / 2**20:.0f} MiB = {extra / model:.1f} x model "
           f"(process peak {res['peak_kib'] / 1024:.0f} MiB, {res['rss_job_start_kib'] / 1024:.0f} MiB at job start)")
+    flight = res["in_flight"]
+    print(f"replies in flight at most: {flight}; goal: peak RSS above job start < (2 + {flight}) x model "
+          f"= {(2 + flight) * model / 2**20:.0f} MiB: {'met' if extra < (2 + flight) * model else 'NOT met'}")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,14 @@ simulation with the same seed."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 pytest.importorskip("grpc")
 
@@ -17,7 +20,15 @@ from fedra.job import parse_job
 from fedra.runtime import RoundDriver, serve
 from fedra.simulation import build_strategy, client_ids, driver_config, load_data, simulate
 from fedra.transport import Task
-from fedra.transport.grpc import Assembler, GrpcConnector, GrpcTransport, chunks
+from fedra.transport.grpc import (
+    Assembler,
+    Frame,
+    GrpcConnector,
+    GrpcTransport,
+    chunks,
+    decode_chunk,
+    encode_chunk,
+)
 from fedra.transport.grpc import fedra_pb2 as pb
 
 TASKS = Path(__file__).resolve().parents[1] / "simulation"
@@ -26,19 +37,66 @@ TASKS = Path(__file__).resolve().parents[1] / "simulation"
 @pytest.mark.parametrize("size", [0, 1, 5, 2 << 20, (2 << 20) + 7, 5 << 20])
 def test_chunks_round_trip(size: int) -> None:
     payload = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
-    parts = list(chunks(payload, task=pb.TaskHeader(task_id="t", payload_size=size), size=1 << 20))
-    assert parts[0].task.task_id == "t" and all(not p.HasField("task") for p in parts[1:])
+    parts = [decode_chunk(m) for m in chunks(payload, task=pb.TaskHeader(task_id="t", payload_size=size),
+                                              size=1 << 20)]
+    assert parts[0].task is not None and parts[0].task.task_id == "t" and not parts[0].data
+    assert all(p.task is None and p.reply is None for p in parts[1:])
+    assert len(parts) == 1 + -(-size // (1 << 20))
     asm = Assembler(size, max_bytes=size)
     for p in parts:
         asm.add(p)
     assert bytes(asm.result()) == payload
 
 
+@settings(max_examples=200, deadline=None)
+@given(offset=st.integers(0, 2**63), data=st.binary(max_size=300), with_digest=st.booleans(),
+       head=st.sampled_from(["task", "reply", None]), task_id=st.text(max_size=20), size=st.integers(0, 2**40))
+def test_hand_encoding_is_the_protobuf_wire_format(offset: int, data: bytes, with_digest: bool,
+                                                    head: str | None, task_id: str, size: int) -> None:
+    """encode_chunk writes what protobuf writes, and decode_chunk reads what protobuf writes."""
+    task = pb.TaskHeader(task_id=task_id, payload_size=size, round=3) if head == "task" else None
+    reply = pb.ReplyHeader(task_id=task_id, payload_size=size, error="e") if head == "reply" else None
+    digest = hashlib.sha256(data).digest() if with_digest else b""
+    ours = encode_chunk(offset=offset, data=data, sha256=digest, task=task, reply=reply)
+    reference = pb.Chunk(offset=offset, data=data, sha256=digest, task=task, reply=reply)
+    assert pb.Chunk.FromString(ours) == reference
+    frame = decode_chunk(reference.SerializeToString())
+    assert (frame.offset, bytes(frame.data), frame.sha256) == (offset, data, digest)
+    assert frame.task == task and frame.reply == reply
+
+
+def test_decode_chunk_views_the_data_and_skips_unknown_fields() -> None:
+    message = encode_chunk(offset=7, data=b"abc") + bytes([6 << 3 | 0, 5, 7 << 3 | 2, 2]) + b"zz"
+    frame = decode_chunk(message)
+    assert bytes(frame.data) == b"abc" and frame.offset == 7
+    assert frame.data.obj is message  # a view into the message, not a copy
+    for bad in (b"\x22\x05ab", b"\x18\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\x01", b"\x0b", b"\x0a\x02\xff\xff"):
+        with pytest.raises(DecodeError):
+            decode_chunk(bad)
+
+
+def test_method_paths_match_the_generated_stub() -> None:
+    from fedra.transport.grpc import _server
+    from fedra.transport.grpc import fedra_pb2_grpc as rpc
+
+    class Recorder:
+        def __init__(self) -> None:
+            self.paths: list[str] = []
+
+        def unary_stream(self, path: str, **_: object) -> None:
+            self.paths.append(path)
+
+        stream_unary = unary_stream
+
+    rec = Recorder()
+    rpc.FederationStub(rec)
+    assert sorted(rec.paths) == sorted(_server.METHODS.values())
+    assert pb.DESCRIPTOR.services_by_name["Federation"].full_name == _server.SERVICE
+
+
 def test_corrupt_reordered_short_and_oversized_streams_are_rejected() -> None:
-    parts = list(chunks(b"x" * 300, size=100))
-    bad = pb.Chunk()
-    bad.CopyFrom(parts[1])
-    bad.data = b"y" * 100
+    parts = [decode_chunk(m) for m in chunks(b"x" * 300, size=100)][1:]  # the data chunks
+    bad = Frame(offset=parts[1].offset, data=memoryview(b"y" * 100), sha256=parts[1].sha256)
     asm = Assembler(300, max_bytes=1000)
     asm.add(parts[0])
     with pytest.raises(DecodeError, match="does not match its sha256"):

@@ -250,6 +250,9 @@ class RoundDriver:
                   rec: RoundRecord) -> tuple[RoundAggregate, dict[str, float]]:
         payload = encode_message(Message(arrays=self.params, config=config,
                                          meta={"kind": kind, "round": rnd}))
+        # From here the global model is a view into the payload the clients are sent: the server holds
+        # one copy of the model during the round, not two.
+        self.params = dict(decode_message(payload, spec=self.spec).arrays)
         tasks = tuple(Task(task_id=f"r{rnd}.{i}", client_id=cid, nonce=secrets.token_hex(8))
                       for i, cid in enumerate(selected))
         index = {t.task_id: i for i, t in enumerate(tasks)}

@@ -1,12 +1,20 @@
 """The gRPC transport: the only place in fedra that imports grpc and protobuf.
 
 Clients connect out to the server and pull their tasks (so NAT and outbound-only firewalls work);
-payloads stream in SHA-256-checked chunks. Mutual TLS from a federation directory: :func:`server_credentials`
+payloads stream in SHA-256-checked chunks, encoded and decoded without protobuf's copies
+(:func:`encode_chunk`, :func:`decode_chunk`). Mutual TLS from a federation directory: :func:`server_credentials`
 and :func:`client_credentials` (or :meth:`GrpcConnector.mutual_tls`), with a :class:`fedra.pki.Authority`
 given to :class:`GrpcTransport` to admit clients. Generated modules: ``fedra_pb2*`` (scripts/gen-proto).
 """
 
-from fedra.transport.grpc._chunks import CHUNK_SIZE, Assembler, chunks
+from fedra.transport.grpc._chunks import (
+    CHUNK_SIZE,
+    Assembler,
+    Frame,
+    chunks,
+    decode_chunk,
+    encode_chunk,
+)
 from fedra.transport.grpc._client import GrpcConnector, PulledTask
 from fedra.transport.grpc._server import CHANNEL_OPTIONS, GrpcTransport
 from fedra.transport.grpc._tls import client_credentials, server_credentials
@@ -15,10 +23,13 @@ __all__ = [
     "CHANNEL_OPTIONS",
     "CHUNK_SIZE",
     "Assembler",
+    "Frame",
     "GrpcConnector",
     "GrpcTransport",
     "PulledTask",
     "chunks",
     "client_credentials",
+    "decode_chunk",
+    "encode_chunk",
     "server_credentials",
 ]

@@ -12,9 +12,8 @@ from fedra.errors import AccessDenied, RecordError, TransportError
 from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES
 from fedra.transport.base import Buffer, JobFinished, Task
 from fedra.transport.grpc import fedra_pb2 as pb
-from fedra.transport.grpc import fedra_pb2_grpc as rpc
-from fedra.transport.grpc._chunks import Assembler, chunks
-from fedra.transport.grpc._server import CHANNEL_OPTIONS
+from fedra.transport.grpc._chunks import Assembler, chunks, decode_chunk
+from fedra.transport.grpc._server import CHANNEL_OPTIONS, METHODS
 from fedra.transport.grpc._tls import client_credentials
 
 __all__ = ["GrpcConnector", "PulledTask"]
@@ -56,7 +55,10 @@ class GrpcConnector:
         self.push_timeout = push_timeout
         self._channel = (grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS) if credentials
                          else grpc.insecure_channel(target, options=CHANNEL_OPTIONS))
-        self._stub = rpc.FederationStub(self._channel)  # type: ignore[no-untyped-call]
+        # payload chunks travel as raw bytes, encoded and decoded by ._chunks (see there why)
+        self._pull = self._channel.unary_stream(METHODS["Pull"],
+                                                request_serializer=pb.PullRequest.SerializeToString)
+        self._push = self._channel.stream_unary(METHODS["Push"], response_deserializer=pb.PushAck.FromString)
 
     @classmethod
     def mutual_tls(cls, target: str, federation_dir: Path | str, name: str, **options: Any) -> GrpcConnector:
@@ -70,18 +72,19 @@ class GrpcConnector:
     def pull(self, wait: float) -> PulledTask | None:
         """The next task, or ``None`` when none came within ``wait`` seconds."""
         try:
-            stream = self._stub.Pull(pb.PullRequest(client_id=self.client_id, wait_ms=int(wait * 1000)),
-                                     timeout=wait + self.push_timeout)
+            stream = self._pull(pb.PullRequest(client_id=self.client_id, wait_ms=int(wait * 1000)),
+                                timeout=wait + self.push_timeout)
             head: pb.TaskHeader | None = None
             asm: Assembler | None = None
-            for chunk in stream:
+            for message in stream:
+                frame = decode_chunk(message)
                 if head is None:
-                    if chunk.WhichOneof("head") != "task":
+                    if frame.task is None:
                         raise TransportError("task stream: expected a task header in the first chunk")
-                    head = chunk.task
+                    head = frame.task
                     asm = Assembler(head.payload_size, max_bytes=self.max_payload_bytes)
                 assert asm is not None
-                asm.add(chunk)
+                asm.add(frame)
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.OUT_OF_RANGE:
                 raise JobFinished(exc.details() or "the job is finished") from None
@@ -97,8 +100,8 @@ class GrpcConnector:
         head = pb.ReplyHeader(task_id=task.task_id, client_id=self.client_id, nonce=task.nonce,
                               payload_size=size, error=error or "")
         try:
-            ack: pb.PushAck = self._stub.Push(chunks(payload if payload is not None else b"", reply=head),
-                                              timeout=self.push_timeout)
+            ack: pb.PushAck = self._push(chunks(payload if payload is not None else b"", reply=head),
+                                         timeout=self.push_timeout)
         except grpc.RpcError as exc:
             _raise("push to the server", exc)
         return ack

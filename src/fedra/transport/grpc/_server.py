@@ -3,16 +3,26 @@
 Every client call has a deadline; every stream is chunked (see :mod:`._chunks`); message sizes and
 keepalive are set explicitly below. Replies are handed to the driver as they complete, and the driver
 validates them (task, client, nonce, schema, finiteness), exactly as for the simulation.
+
+Memory is bounded by what is in flight, not by the number of clients. At most ``max_sending`` clients
+are sent the round's payload at once (each stream then holds at most a chunk or two inside gRPC), and
+at most ``max_replies`` reply buffers are alive at once: a reply's buffer counts from its first chunk
+until the driver has folded it (or refused it) and dropped the last view of it. Replies wait for a slot
+lowest task first, because the driver folds in task order; and the round's head of line (the lowest
+task still unanswered) is always admitted, so replies held for their turn can never block the one they
+wait for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, final
@@ -23,13 +33,12 @@ from fedra.errors import AccessDenied, ConfigError, RecordError, TransportError
 from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES
 from fedra.transport.base import Reply, Task, TaskBatch, Transport
 from fedra.transport.grpc import fedra_pb2 as pb
-from fedra.transport.grpc import fedra_pb2_grpc as rpc
-from fedra.transport.grpc._chunks import CHUNK_SIZE, Assembler, chunks
+from fedra.transport.grpc._chunks import CHUNK_SIZE, Assembler, decode_chunk, encode_chunk
 
 if TYPE_CHECKING:
     from fedra.pki import Authority
 
-__all__ = ["CHANNEL_OPTIONS", "GrpcTransport"]
+__all__ = ["CHANNEL_OPTIONS", "METHODS", "SERVICE", "GrpcTransport"]
 
 log = logging.getLogger("fedra.transport.grpc")
 
@@ -46,6 +55,21 @@ CHANNEL_OPTIONS: Final[list[tuple[str, Any]]] = [
 ]
 
 
+#: The server's receive window stays small and fixed: with gRPC's bandwidth-delay probing, each reply
+#: stream's window grows to megabytes on a fast link, and gRPC buffers that much of every client's
+#: reply before fedra reads a byte of it, so the memory of a round grew with the number of clients.
+#: With a fixed window, a reply that waits for a slot (see _Admission) waits in its client.
+SERVER_OPTIONS: Final[list[tuple[str, Any]]] = [
+    ("grpc.http2.bdp_probe", 0),
+    ("grpc.http2.lookahead_bytes", 256 << 10),
+]
+
+#: The service and its methods' paths, as declared in fedra.proto (a test checks them against the
+#: generated stub). Payload chunks bypass protobuf's Python objects: see :mod:`._chunks`.
+SERVICE: Final = "fedra.v1.Federation"
+METHODS: Final = {"Pull": f"/{SERVICE}/Pull", "Push": f"/{SERVICE}/Push"}
+
+
 @dataclass(slots=True)
 class _Client:
     mailbox: queue.Queue[tuple[TaskBatch, Task] | None]  # None: the job is finished
@@ -55,7 +79,55 @@ class _Client:
 
 
 @final
-class _Servicer(rpc.FederationServicer):
+class _Admission:
+    """Counts live reply buffers against a limit; waiting replies are admitted lowest task first.
+
+    ``head`` is the lowest task index of the round without a reply yet: it is admitted even when every
+    slot is taken, because the replies holding the slots may be waiting (in the driver) for it.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self._cv = threading.Condition()  # an RLock: a release may run inside a holder's own frame
+        self._live = 0
+        self._waiting: list[int] = []
+        self.head = 0
+        #: the most reply buffers alive at once since the transport started
+        self.peak = 0
+
+    def acquire(self, index: int, *, still_wanted: Callable[[], bool]) -> bool:
+        """Wait for a slot for the reply to task ``index``; False if it stopped being wanted first."""
+        # still_wanted() takes the transport's lock, and the transport calls advance() (this lock) when
+        # it delivers: never call it while holding this lock, or the two can deadlock
+        with self._cv:
+            self._waiting.append(index)
+        try:
+            while still_wanted():
+                with self._cv:
+                    if index == self.head or (self._live < self.slots and index == min(self._waiting)):
+                        self._live += 1
+                        self.peak = max(self.peak, self._live)
+                        return True
+                    self._cv.wait(0.25)
+            return False
+        finally:
+            with self._cv:
+                self._waiting.remove(index)
+                self._cv.notify_all()
+
+    def release(self) -> None:
+        with self._cv:
+            self._live -= 1
+            self._cv.notify_all()
+
+    def advance(self, head: int) -> None:
+        with self._cv:
+            self.head = head
+            self._cv.notify_all()
+
+
+@final
+class _Servicer:
     def __init__(self, transport: GrpcTransport) -> None:
         self.t = transport
 
@@ -84,7 +156,7 @@ class _Servicer(rpc.FederationServicer):
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expected a client_id")
         return claimed
 
-    def Pull(self, request: pb.PullRequest, context: grpc.ServicerContext) -> Iterator[pb.Chunk]:  # noqa: N802
+    def Pull(self, request: pb.PullRequest, context: grpc.ServicerContext) -> Iterator[bytes]:  # noqa: N802
         name = self._identity(request.client_id, context)
         if self.t.finished.is_set():
             self.t._client(name).told = True
@@ -102,32 +174,45 @@ class _Servicer(rpc.FederationServicer):
                 context.abort(grpc.StatusCode.OUT_OF_RANGE, "the job is finished")
                 raise AssertionError("unreachable: abort raises")
             batch, task = item
+            payload = memoryview(batch.payload).cast("B")
             head = pb.TaskHeader(task_id=task.task_id, nonce=task.nonce, kind=batch.kind, round=batch.round,
-                                 payload_size=memoryview(batch.payload).nbytes)
+                                 payload_size=payload.nbytes)
             sent = False
+            slot = False
             try:
-                body = self.t._chunks_of(batch)
-                first = pb.Chunk(offset=0, data=body[0].data, sha256=body[0].sha256)
-                first.task.CopyFrom(head)
-                yield first
-                yield from body[1:]
+                while not (slot := self.t._send_slots.acquire(timeout=0.25)):
+                    if not context.is_active() or not self.t._expects(task.task_id):
+                        return
+                digests = self.t._digests_of(batch)
+                yield encode_chunk(task=head)
+                for i, offset in enumerate(range(0, payload.nbytes, CHUNK_SIZE)):
+                    # one copy per send (gRPC needs bytes): caching the encoded chunks instead would hold
+                    # another copy of the model for the whole round
+                    yield encode_chunk(offset=offset, data=payload[offset:offset + CHUNK_SIZE], sha256=digests[i])
                 sent = True
             finally:
+                if slot:
+                    self.t._send_slots.release()
                 if not sent:  # the client went away mid-task: a dropout for this round
                     self.t._deliver(Reply(task.task_id, name, error="the task could not be delivered"))
         finally:
             client.polling -= 1
             client.last_seen = time.monotonic()
 
-    def Push(self, request_iterator: Iterator[pb.Chunk], context: grpc.ServicerContext) -> pb.PushAck:  # noqa: N802
-        first = next(request_iterator, None)
-        if first is None or first.WhichOneof("head") != "reply":
+    def Push(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> pb.PushAck:  # noqa: N802
+        try:
+            first = decode_chunk(next(request_iterator, b""))
+        except RecordError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"expected a reply header chunk: {exc}")
+            raise AssertionError("unreachable: abort raises") from exc
+        if first.reply is None:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, "expected a reply header in the first chunk")
             raise AssertionError("unreachable: abort raises")
         head = first.reply
         name = self._identity(head.client_id, context)
         self.t._client(name).last_seen = time.monotonic()
-        if not self.t._expects(head.task_id):
+        index = self.t._index_of(head.task_id)
+        if index is None:
             log.info("late or unknown reply from %r for task %r; discarded", name, head.task_id)
             self.t.stragglers += 1
             return pb.PushAck(received=False, reason="no such task in progress: late, or not sent to you")
@@ -135,13 +220,25 @@ class _Servicer(rpc.FederationServicer):
             return self._judged(Reply(head.task_id, name, error=head.error[:1000]))
         try:
             asm = Assembler(head.payload_size, max_bytes=self.t.max_payload_bytes)
+        except RecordError as exc:
+            log.warning("reply from %r for task %r rejected: %s", name, head.task_id, exc)
+            return self._judged(Reply(head.task_id, name, error=f"{type(exc).__name__}: {exc}"))
+        if not self.t._admission.acquire(
+                index, still_wanted=lambda: context.is_active() and self.t._expects(head.task_id)):
+            self.t.stragglers += 1
+            return pb.PushAck(received=False, reason="the round closed before this reply could be received")
+        # the slot is this buffer's: it is given back when the last view of the buffer is gone, that is
+        # once the driver has folded or refused the reply (or the stream failed)
+        weakref.finalize(asm.array, self.t._admission.release)
+        try:
             asm.add(first)
-            for chunk in request_iterator:
-                asm.add(chunk)
+            for message in request_iterator:
+                asm.add(decode_chunk(message))
             payload = asm.result()
         except RecordError as exc:
             log.warning("reply from %r for task %r rejected: %s", name, head.task_id, exc)
             return self._judged(Reply(head.task_id, name, error=f"{type(exc).__name__}: {exc}"))
+        del asm
         return self._judged(Reply(head.task_id, name, payload=payload))
 
     def _judged(self, reply: Reply) -> pb.PushAck:
@@ -154,6 +251,7 @@ class _Servicer(rpc.FederationServicer):
 
         self.t._deliver(Reply(reply.task_id, reply.client_id, payload=reply.payload, error=reply.error,
                               ack=ack))
+        del reply  # the driver holds the payload from here; this frame must not keep it alive
         try:
             why = verdict.get(timeout=self.t.verdict_timeout)
         except queue.Empty:
@@ -178,6 +276,11 @@ class GrpcTransport(Transport):
         allow-list, in date) and names it; it re-reads the lists when they change, so a revocation
         applies to a running server. A refused call is logged with the reason and answered
         ``PERMISSION_DENIED``. ``None``: every certificate the CA signed is admitted, named by its CN.
+    max_sending
+        Clients sent the round's payload at the same time; the others wait their turn.
+    max_replies
+        Reply buffers alive at the same time (received, or waiting to be folded); each costs one
+        model's size. The round's next reply in task order is admitted beyond the limit.
 
     Raises
     ------
@@ -189,7 +292,8 @@ class GrpcTransport(Transport):
 
     def __init__(self, bind: str = "127.0.0.1:0", *, credentials: grpc.ServerCredentials | None = None,
                  authority: Authority | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-                 client_ttl: float = 30.0, max_workers: int = 64, verdict_timeout: float = 600.0) -> None:
+                 client_ttl: float = 30.0, max_workers: int = 64, verdict_timeout: float = 600.0,
+                 max_sending: int = 8, max_replies: int = 8) -> None:
         if authority is not None and credentials is None:
             raise ConfigError("authority: expected TLS credentials with it (server_credentials(...)), got "
                               "credentials=None; an allow-list means nothing on a plain-text server")
@@ -198,18 +302,32 @@ class GrpcTransport(Transport):
         self.max_payload_bytes = max_payload_bytes
         self.client_ttl = client_ttl
         self.verdict_timeout = verdict_timeout
+        if max_sending < 1 or max_replies < 1:
+            raise ConfigError(f"max_sending, max_replies: expected at least 1 each, got {max_sending} and "
+                              f"{max_replies}")
+        #: replies that came after their round closed (or for no task in progress): discarded
         self.stragglers = 0
         #: set by :meth:`finish`: clients polling from then on are told the job is over
         self.finished = threading.Event()
         self._clients: dict[str, _Client] = {}
         self._lock = threading.Lock()
         self._results: queue.Queue[Reply] = queue.Queue()
-        self._current: set[str] = set()
-        self._chunk_cache: tuple[TaskBatch, list[pb.Chunk]] | None = None
+        self._current: dict[str, int] = {}  # task id -> index in the round
+        self._unanswered: list[bool] = []
+        self._digests: tuple[TaskBatch, list[bytes]] | None = None
+        self._send_slots = threading.BoundedSemaphore(max_sending)
+        self._admission = _Admission(max_replies)
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                               thread_name_prefix="fedra-grpc"),
-                                   options=CHANNEL_OPTIONS)
-        rpc.add_FederationServicer_to_server(_Servicer(self), self._server)  # type: ignore[no-untyped-call]
+                                   options=[*CHANNEL_OPTIONS, *SERVER_OPTIONS])
+        servicer = _Servicer(self)
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
+            # payload chunks travel as raw bytes, encoded and decoded by ._chunks (no serializer here)
+            "Pull": grpc.unary_stream_rpc_method_handler(
+                servicer.Pull, request_deserializer=pb.PullRequest.FromString),
+            "Push": grpc.stream_unary_rpc_method_handler(
+                servicer.Push, response_serializer=pb.PushAck.SerializeToString),
+        }),))
         port = (self._server.add_secure_port(bind, credentials) if credentials is not None
                 else self._server.add_insecure_port(bind))
         if port == 0:
@@ -226,23 +344,43 @@ class GrpcTransport(Transport):
                 log.info("client %r connected", name)
             return c
 
-    def _chunks_of(self, batch: TaskBatch) -> list[pb.Chunk]:
-        """The round payload's chunks, cut and hashed once per exchange and sent to every client."""
+    def _digests_of(self, batch: TaskBatch) -> list[bytes]:
+        """The SHA-256 of each chunk of the round's payload: computed once per exchange, for every client."""
         with self._lock:
-            cached = self._chunk_cache
+            cached = self._digests
             if cached is None or cached[0] is not batch:
-                cached = self._chunk_cache = (batch, list(chunks(batch.payload)))
+                view = memoryview(batch.payload).cast("B")
+                cached = self._digests = (batch, [hashlib.sha256(view[o:o + CHUNK_SIZE]).digest()
+                                                  for o in range(0, view.nbytes, CHUNK_SIZE)])
             return cached[1]
 
     def _expects(self, task_id: str) -> bool:
         with self._lock:
             return task_id in self._current
 
-    def _deliver(self, reply: Reply) -> None:
+    def _index_of(self, task_id: str) -> int | None:
         with self._lock:
-            live = reply.task_id in self._current
-            if live:
+            return self._current.get(task_id)
+
+    @property
+    def peak_replies_in_flight(self) -> int:
+        """The most reply buffers that were alive at once (each one model's size)."""
+        return self._admission.peak
+
+    def _deliver(self, reply: Reply) -> None:
+        head = None
+        with self._lock:
+            index = self._current.get(reply.task_id)
+            live = index is not None
+            if index is not None:
                 self._results.put(reply)
+                if self._unanswered[index]:
+                    self._unanswered[index] = False
+                    if index == self._admission.head:
+                        head = next((i for i in range(index, len(self._unanswered)) if self._unanswered[i]),
+                                    len(self._unanswered))
+        if head is not None:  # outside self._lock: see _Admission.acquire
+            self._admission.advance(head)
         if not live:
             self.stragglers += 1
             if reply.ack is not None:
@@ -266,11 +404,13 @@ class GrpcTransport(Transport):
         ids = {t.task_id for t in batch.tasks}
         owner = {t.task_id: t.client_id for t in batch.tasks}
         with self._lock:
-            self._current = set(ids)
+            self._current = {t.task_id: i for i, t in enumerate(batch.tasks)}
+            self._unanswered = [True] * len(batch.tasks)
+        self._admission.advance(0)
         for t in batch.tasks:
             self._client(t.client_id).mailbox.put((batch, t))
         pending = set(ids)
-        yielded: list[Reply] = []
+        acks: list[Callable[[str | None], None]] = []  # not the replies: they would keep their payloads alive
         try:
             while pending:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -282,15 +422,18 @@ class GrpcTransport(Transport):
                     return
                 if owner.get(reply.task_id) == reply.client_id:  # another client's reply settles nothing
                     pending.discard(reply.task_id)
-                yielded.append(reply)
+                if reply.ack is not None:
+                    acks.append(reply.ack)
                 yield reply
+                del reply
         finally:
-            for r in yielded:  # a consumer that gave no verdict must not leave the client waiting
-                if r.ack is not None:
-                    r.ack("the server did not evaluate this reply")
+            for ack in acks:  # a consumer that gave no verdict must not leave the client waiting
+                ack("the server did not evaluate this reply")
             with self._lock:
-                self._current = set()
-                self._chunk_cache = None
+                self._current = {}
+                self._unanswered = []
+                self._digests = None
+            self._admission.advance(-1)  # wake replies waiting for a slot: their round is over
             while True:  # replies that came after the driver stopped listening: stragglers
                 try:
                     late = self._results.get_nowait()
