@@ -258,3 +258,62 @@ def test_a_reply_after_the_deadline_is_a_counted_straggler() -> None:
     finally:
         conn.close()
         server.close()
+
+
+def test_live_reply_buffers_stay_within_the_limit_and_the_head_of_line_is_never_starved() -> None:
+    """Six clients reply in reverse task order through two reply slots: every later reply must wait, the
+    first task's reply (sent last) is still admitted, and the model is the in-order mean."""
+    from fedra.records import Message, decode_message, encode_message
+    from fedra.runtime import DriverConfig
+    from fedra.strategy import Aggregator, FractionSampler, Strategy
+
+    n = 6
+    initial = {"w": np.zeros(50_000, np.float32)}
+    server = GrpcTransport("127.0.0.1:0", max_replies=2)
+    stop = threading.Event()
+    pulled_all = threading.Barrier(n, timeout=20)
+    turn = {i: threading.Event() for i in range(n)}
+
+    def client(name: str) -> None:
+        conn = GrpcConnector(f"127.0.0.1:{server.port}", client_id=name)
+        try:
+            while not stop.is_set():
+                pulled = conn.pull(0.2)
+                if pulled is None:
+                    continue
+                index = int(pulled.task.task_id.split(".")[1])
+                w = decode_message(pulled.payload).arrays["w"] + np.float32(index + 1)
+                reply = encode_message(Message(arrays={"w": w}, meta={
+                    "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": index + 1}))
+                pulled_all.wait()
+                turn[index].wait(20)  # released in reverse task order by the test
+                if index > 0:
+                    turn[index - 1].set()
+                conn.push(pulled.task, reply)
+                return
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(f"c{i}",)) for i in range(n)]
+    for th in threads:
+        th.start()
+    try:
+        assert len(server.wait_for_clients(n, timeout=10)) == n
+        turn[n - 1].set()
+        driver = RoundDriver(strategy=Strategy(sampler=FractionSampler(min_clients=n),
+                                               aggregator=Aggregator(fold_batch=1)),
+                             transport=server, initial_params=initial,
+                             config=DriverConfig(rounds=1, round_timeout=60))
+        rec = driver.run().records[0]
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(10)
+        server.close()
+    assert rec.completed and rec.accepted == n
+    # the two slots, the head of line just judged (freed when the driver takes the next reply) and the
+    # next head, let past the slots
+    assert server.peak_replies_in_flight <= 2 + 2
+    weights = np.arange(1, n + 1, dtype=np.float64)
+    np.testing.assert_allclose(driver.params["w"], np.float32((weights * weights).sum() / weights.sum()),
+                               rtol=1e-6)

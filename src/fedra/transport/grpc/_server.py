@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import grpc
 
-from fedra.errors import AccessDenied, ConfigError, RecordError, TransportError
+from fedra.errors import AccessDenied, ConfigError, PayloadTooLarge, RecordError, TransportError
 from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES
 from fedra.transport.base import Reply, Task, TaskBatch, Transport
 from fedra.transport.grpc import fedra_pb2 as pb
@@ -62,6 +62,7 @@ CHANNEL_OPTIONS: Final[list[tuple[str, Any]]] = [
 SERVER_OPTIONS: Final[list[tuple[str, Any]]] = [
     ("grpc.http2.bdp_probe", 0),
     ("grpc.http2.lookahead_bytes", 256 << 10),
+    ("grpc.experimental.tcp_max_read_chunk_size", 256 << 10),
 ]
 
 #: The service and its methods' paths, as declared in fedra.proto (a test checks them against the
@@ -218,17 +219,21 @@ class _Servicer:
             return pb.PushAck(received=False, reason="no such task in progress: late, or not sent to you")
         if head.error:
             return self._judged(Reply(head.task_id, name, error=head.error[:1000]))
-        try:
-            asm = Assembler(head.payload_size, max_bytes=self.t.max_payload_bytes)
-        except RecordError as exc:
-            log.warning("reply from %r for task %r rejected: %s", name, head.task_id, exc)
-            return self._judged(Reply(head.task_id, name, error=f"{type(exc).__name__}: {exc}"))
+        if head.payload_size > self.t.max_payload_bytes:  # refused before it waits for a slot
+            big = PayloadTooLarge(size=head.payload_size, limit=self.t.max_payload_bytes, what="declared payload")
+            log.warning("reply from %r for task %r rejected: %s", name, head.task_id, big)
+            return self._judged(Reply(head.task_id, name, error=f"{type(big).__name__}: {big}"))
         if not self.t._admission.acquire(
                 index, still_wanted=lambda: context.is_active() and self.t._expects(head.task_id)):
             self.t.stragglers += 1
             return pb.PushAck(received=False, reason="the round closed before this reply could be received")
-        # the slot is this buffer's: it is given back when the last view of the buffer is gone, that is
-        # once the driver has folded or refused the reply (or the stream failed)
+        try:
+            asm = Assembler(head.payload_size, max_bytes=self.t.max_payload_bytes)
+        except BaseException:
+            self.t._admission.release()
+            raise
+        # the slot is the buffer's: given back when the last view of the buffer is gone, that is once the
+        # driver has folded or refused the reply (or the stream failed)
         weakref.finalize(asm.array, self.t._admission.release)
         try:
             asm.add(first)
@@ -362,25 +367,46 @@ class GrpcTransport(Transport):
         with self._lock:
             return self._current.get(task_id)
 
+    def _judged_task(self, task_id: str) -> None:
+        """The driver has judged task ``task_id``'s reply: the head of line may move past it.
+
+        Counting a reply when it arrived would let the head of line run ahead of a driver that is behind,
+        admitting reply after reply beyond the limit. Counting it when its buffer is freed would deadlock
+        with a driver that holds the last reply it took until it takes the next one. Judged is between:
+        the judged head is folded at once (every earlier task is settled), so at most the slots, the
+        judged head and the next head are alive.
+        """
+        head = None
+        with self._lock:
+            index = self._current.get(task_id)
+            if index is not None and self._unanswered[index]:
+                self._unanswered[index] = False
+                if index == self._admission.head:
+                    head = next((i for i in range(index, len(self._unanswered)) if self._unanswered[i]),
+                                len(self._unanswered))
+        if head is not None:  # outside self._lock: see _Admission.acquire
+            self._admission.advance(head)
+
     @property
     def peak_replies_in_flight(self) -> int:
         """The most reply buffers that were alive at once (each one model's size)."""
         return self._admission.peak
 
     def _deliver(self, reply: Reply) -> None:
-        head = None
+        if reply.ack is None:  # nothing for the driver to judge (the task never reached its client)
+            self._judged_task(reply.task_id)
+        else:  # the reply counts as answered once the driver has judged it: see _judged_task
+            inner, task_id = reply.ack, reply.task_id
+
+            def ack(why: str | None) -> None:  # must not refer to the reply: a cycle would keep its payload
+                inner(why)
+                self._judged_task(task_id)
+
+            reply = Reply(reply.task_id, reply.client_id, payload=reply.payload, error=reply.error, ack=ack)
         with self._lock:
-            index = self._current.get(reply.task_id)
-            live = index is not None
-            if index is not None:
+            live = reply.task_id in self._current
+            if live:
                 self._results.put(reply)
-                if self._unanswered[index]:
-                    self._unanswered[index] = False
-                    if index == self._admission.head:
-                        head = next((i for i in range(index, len(self._unanswered)) if self._unanswered[i]),
-                                    len(self._unanswered))
-        if head is not None:  # outside self._lock: see _Admission.acquire
-            self._admission.advance(head)
         if not live:
             self.stragglers += 1
             if reply.ack is not None:
