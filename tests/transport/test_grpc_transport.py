@@ -3,8 +3,10 @@ simulation with the same seed."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,7 @@ from hypothesis import strategies as st
 pytest.importorskip("grpc")
 
 from fedra.app import UserApp
-from fedra.errors import DecodeError, PayloadTooLarge
+from fedra.errors import DecodeError, PayloadTooLarge, TransportError
 from fedra.job import parse_job
 from fedra.runtime import RoundDriver, serve
 from fedra.simulation import build_strategy, client_ids, driver_config, load_data, simulate
@@ -317,3 +319,28 @@ def test_live_reply_buffers_stay_within_the_limit_and_the_head_of_line_is_never_
     weights = np.arange(1, n + 1, dtype=np.float64)
     np.testing.assert_allclose(driver.params["w"], np.float32((weights * weights).sum() / weights.sum()),
                                rtol=1e-6)
+
+
+def test_a_client_that_hangs_up_stops_being_available_at_once() -> None:
+    """Its long poll is cancelled: it must not stay listed (and be sampled) for client_ttl seconds."""
+    server = GrpcTransport("127.0.0.1:0", client_ttl=300)
+    stayer = GrpcConnector(f"127.0.0.1:{server.port}", client_id="stayer")
+    leaver = GrpcConnector(f"127.0.0.1:{server.port}", client_id="leaver")
+    try:
+        assert stayer.pull(0.05) is None
+        def poll(conn: GrpcConnector) -> None:
+            with contextlib.suppress(TransportError):  # the leaver's own poll fails when it hangs up
+                conn.pull(30)
+
+        polls = [threading.Thread(target=poll, args=(conn,), daemon=True) for conn in (stayer, leaver)]
+        for th in polls:
+            th.start()
+        assert server.wait_for_clients(2, timeout=5) == ["leaver", "stayer"]
+        leaver.close()  # hangs up in the middle of its poll
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and "leaver" in server.clients():
+            time.sleep(0.05)
+        assert server.clients() == ["stayer"]
+    finally:
+        stayer.close()
+        server.close()

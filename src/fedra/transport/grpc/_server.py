@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -165,11 +166,17 @@ class _Servicer:
         client = self.t._client(name)
         client.polling += 1
         try:
-            wait = min(request.wait_ms, 60_000) / 1000
-            try:
-                item = client.mailbox.get(timeout=wait)
-            except queue.Empty:
-                return
+            deadline = time.monotonic() + min(request.wait_ms, 60_000) / 1000
+            item: tuple[TaskBatch, Task] | None = None
+            while True:  # in slices, so that a client that went away stops counting as available at once
+                left = deadline - time.monotonic()
+                if left <= 0 or not context.is_active():
+                    return
+                try:
+                    item = client.mailbox.get(timeout=min(left, 0.25))
+                    break
+                except queue.Empty:
+                    continue
             if item is None:  # finish() woke this poll: the job is over
                 client.told = True
                 context.abort(grpc.StatusCode.OUT_OF_RANGE, "the job is finished")
@@ -198,7 +205,9 @@ class _Servicer:
                     self.t._deliver(Reply(task.task_id, name, error="the task could not be delivered"))
         finally:
             client.polling -= 1
-            client.last_seen = time.monotonic()
+            # a cancelled poll means the client hung up (it was killed, or its link was cut): it is not
+            # available until it polls again, rather than for client_ttl more seconds
+            client.last_seen = time.monotonic() if context.is_active() else -math.inf
 
     def Push(self, request_iterator: Iterator[bytes], context: grpc.ServicerContext) -> pb.PushAck:  # noqa: N802
         try:
