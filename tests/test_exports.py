@@ -11,7 +11,7 @@ import pytest
 
 PACKAGES = ["fedra", "fedra.records", "fedra.aggregation", "fedra.strategy", "fedra.transport", "fedra.runtime",
             "fedra.simulation", "fedra.data", "fedra.frameworks", "fedra.observe", "fedra.errors", "fedra.job",
-            "fedra.app", "fedra.pki", "fedra.transport.grpc", "fedra.privacy", "fedra.secagg", "fedra.attacks", "fedra.linux"]
+            "fedra.app", "fedra.pki", "fedra.transport.grpc", "fedra.privacy", "fedra.secagg", "fedra.attacks", "fedra.linux", "fedra.deploy"]
 
 
 def isort_key(name: str) -> tuple[int, str]:

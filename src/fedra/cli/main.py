@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from fedra import __version__
-from fedra.cli import certs, client, monitor, new, server, simulate
+from fedra.cli import certs, client, deploy_systemd, monitor, new, server, simulate
 
 __all__ = ["app", "configure_logging", "main"]
 
@@ -34,6 +34,10 @@ app.command("new", no_args_is_help=True)(new.new)
 app.command("server", no_args_is_help=True)(server.server)
 app.command("client", no_args_is_help=True)(client.client)
 app.add_typer(certs.app, name="certs")
+deploy = typer.Typer(help="Render the job for the tools operators use (systemd, Kubernetes).",
+                     no_args_is_help=True)
+deploy.command("systemd", no_args_is_help=True)(deploy_systemd.systemd)
+app.add_typer(deploy, name="deploy")
 app.command("monitor", no_args_is_help=True)(monitor.monitor)
 
 
