@@ -178,6 +178,9 @@ def simulate(
             console.print(f"run directory: {run_dir}", soft_wrap=True, highlight=False)
         result = _run(job, run_dir, console, quiet=quiet, job_file=job_file, fresh=fresh)
         save_outputs(job, run_dir, result)
+        if result.stop_reason is not None:
+            # a normal end (exit 0): the job did all the privacy budget allows
+            console.print(f"stopped early: {result.stop_reason}", soft_wrap=True, highlight=False, markup=False)
         if result.records and not any(r.completed for r in result.records):
             raise AggregationError(_no_round_completed(result))
     console.print(f"run directory: {run_dir}" if quiet else f"saved model, metrics and plot in {run_dir}",

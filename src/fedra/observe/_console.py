@@ -128,6 +128,8 @@ class ConsoleObserver:
             parts.append(f"train loss {_num(rec.train_metrics['loss'])}")
         if rec.eval_metrics:
             parts.append(f"eval {_metrics_text(rec.eval_metrics)}")
+        if rec.epsilon is not None:
+            parts.append(f"epsilon {rec.epsilon:.4g} (delta {rec.delta:g})")
         parts.append(f"{rec.seconds.get('total', 0.0):.2f} s")
         line = "  ".join(parts)
         if rec.failures:
@@ -135,6 +137,8 @@ class ConsoleObserver:
             line += f"  [yellow]failed {sum(rec.failures.values())}: {escape(reasons)}[/]"
         if not rec.completed:
             line += "  [yellow](model unchanged)[/]"
+        if rec.stop_reason:
+            line += f"\n[yellow]stopping: {escape(rec.stop_reason)}[/]"
         return line
 
     def _table(self, records: Sequence[RoundRecord]) -> Table:

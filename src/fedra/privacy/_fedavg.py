@@ -10,7 +10,8 @@ says in which order to call them, so the round driver only moves data:
    this itself with :meth:`DPFedAvg.task_config`'s ``clip_norm`` and the server repeats it, a no-op
    for honest clients), then add the clipped update to the round's sum and count the unclipped ones;
 3. at the end of the round: :meth:`DPFedAvg.finish_round` (noise, fixed denominator, the next clip
-   norm, one accountant step), then :meth:`DPFedAvg.spent` for the round's ``(epsilon, delta)``;
+   norm, one accountant step), or :meth:`DPFedAvg.skip_round` when the round releases nothing (below
+   the quorum), then :meth:`DPFedAvg.spent` for the round's ``(epsilon, delta)``;
 4. in the checkpoint: :meth:`DPFedAvg.state_bytes`, restored with :meth:`DPFedAvg.load_state`.
 
 In ``"local"`` mode the client calls :func:`~fedra.privacy._mechanisms.local_dp_update` with
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from typing import Any, Final, final
 
 import numpy as np
@@ -36,12 +38,26 @@ from fedra.privacy._mechanisms import (
     adaptive_clip_norm,
     adaptive_noise_multiplier,
     clip_update,
+    global_norm,
     noised_mean,
 )
 
 __all__ = ["DPFedAvg"]
 
 _FORMAT: Final = "fedra.privacy.dpfedavg/1"
+
+
+def _add_scaled(total: npt.NDArray[np.float64], array: npt.NDArray[Any], factor: float) -> None:
+    """``total += factor * array`` in place: BLAS axpy (one fused pass) for contiguous float64 arrays."""
+    if array.dtype == np.float64 and total.flags.c_contiguous and array.flags.c_contiguous and array.size:
+        from scipy.linalg import blas
+
+        # a reshaped view of a contiguous array shares its memory, so axpy writes into ``total``
+        blas.daxpy(array.reshape(-1), total.reshape(-1), a=factor)
+    elif factor == 1.0:
+        np.add(total, array, out=total)
+    else:
+        np.add(total, np.multiply(array, factor, dtype=np.float64), out=total)
 
 
 @final
@@ -166,6 +182,25 @@ class DPFedAvg:
         clipped, norm = clip_update(update, clip_norm=self._clip_norm)
         return clipped, norm <= self._clip_norm
 
+    def accumulate(self, summed: Mapping[str, npt.NDArray[np.float64]], update: Update) -> bool:
+        """Add :meth:`prepare`'s clipped update into ``summed`` in place; whether it was within the norm.
+
+        The streaming form of ``prepare`` then a sum, for the round driver: it copies nothing, and adds
+        with one fused multiply-add (BLAS ``axpy``) per contiguous float64 array, so a clipped update's
+        contribution may differ from ``prepare``'s rounded product in the last bit (the same inputs
+        always give the same bits). ``summed`` holds float64 arrays with the update's names and shapes.
+        """
+        if self._config.mode == "local":
+            for name, array in update.items():
+                _add_scaled(summed[name], np.asarray(array), 1.0)
+            return True
+        norm = global_norm(update)
+        # the same factor as clip_update: an update within the bound is added unscaled
+        factor = 1.0 if norm <= self._clip_norm else self._clip_norm / norm
+        for name, array in update.items():
+            _add_scaled(summed[name], np.asarray(array), factor)
+        return norm <= self._clip_norm
+
     def finish_round(
         self,
         summed: Update,
@@ -220,6 +255,14 @@ class DPFedAvg:
                 )
         self._accountant.step(noise_multiplier=self._noise_multiplier, **self._step_args)
         return mean
+
+    def skip_round(self) -> None:
+        """Charge one round whose release was dropped (e.g. too few replies for the quorum).
+
+        Whether a round reached its quorum depends on who was sampled, so a dropped round is charged like
+        a released one (conservative); the clip norm stays as it is, and no noise is drawn.
+        """
+        self._accountant.step(noise_multiplier=self._noise_multiplier, **self._step_args)
 
     def epsilon(self) -> float:
         """The epsilon spent so far at the configured delta."""

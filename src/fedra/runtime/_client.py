@@ -2,6 +2,15 @@
 
 The same :func:`run_task` serves simulation workers and networked clients. It knows nothing about the
 model framework: a :class:`ClientApp` (see :mod:`fedra.app`) wraps the user's module and its framework.
+
+Client-side differential privacy: when the task's config says ``dp_mode = "client"`` the client clips
+its update (the delta from the round's global model) to ``dp_clip_norm`` before it leaves, so the server
+never sees an unclipped update; with ``dp_mode = "local"`` it also adds Gaussian noise of standard
+deviation ``dp_noise_multiplier * dp_clip_norm`` (:func:`fedra.privacy.local_dp_update`). The reply is
+still a model, ``global + processed delta``, so the protocol and the server's validation are unchanged.
+Local noise is drawn from fresh OS entropy, never from the task seed: the server chooses that seed, and
+noise it can predict it can subtract. Non-floating arrays are sent back as the global model's values
+(a counter such as BatchNorm's would reveal how many batches the client's data made).
 """
 
 from __future__ import annotations
@@ -13,7 +22,8 @@ from typing import Protocol
 
 import numpy as np
 
-from fedra.errors import UserCodeError
+from fedra.errors import ConfigError, UserCodeError
+from fedra.privacy import clip_update, local_dp_update
 from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES, Message, Scalar, decode_message, encode_message
 from fedra.transport.base import Buffer, Task
 
@@ -73,9 +83,36 @@ def run_task(app: ClientApp, payload: RoundPayload, task: Task) -> bytearray:
     if payload.kind == "train":
         result = app.train(task.client_id, msg.config, seed)
         arrays = app.get_arrays()
+        if msg.config.get("dp_mode") in ("client", "local"):
+            arrays = _private_update(arrays, msg.arrays, msg.config)
     else:
         result = app.evaluate(task.client_id, msg.config, seed)
         arrays = {}
     meta: dict[str, Scalar] = {"task_id": task.task_id, "nonce": task.nonce, "client_id": task.client_id,
                                "num_examples": int(result.num_examples), "round": payload.round}
     return encode_message(Message(arrays=arrays, metrics=dict(result.metrics), meta=meta))
+
+
+def _dp_number(config: Mapping[str, Scalar], key: str) -> float:
+    value = config.get(key)
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ConfigError(f"task config {key}: expected a number with dp_mode {config.get('dp_mode')!r}, "
+                          f"got {value!r}; the server sent an inconsistent task")
+    return float(value)
+
+
+def _private_update(trained: Mapping[str, np.ndarray], global_params: Mapping[str, np.ndarray],
+                    config: Mapping[str, Scalar]) -> dict[str, np.ndarray]:
+    """``global + delta``, the delta clipped (``"client"``) or clipped and noised (``"local"``)."""
+    names = [name for name, g in global_params.items() if g.dtype.kind == "f"]
+    delta = {name: np.subtract(trained[name], global_params[name], dtype=np.float64) for name in names}
+    clip_norm = _dp_number(config, "dp_clip_norm")
+    if config["dp_mode"] == "local":
+        noise_multiplier = _dp_number(config, "dp_noise_multiplier")
+        processed = local_dp_update(delta, clip_norm=clip_norm, noise_multiplier=noise_multiplier,
+                                    rng=np.random.default_rng())
+    else:
+        processed, _ = clip_update(delta, clip_norm=clip_norm)
+    return {name: (np.add(g, processed[name], dtype=np.float64).astype(g.dtype, copy=False)
+                   if name in processed else np.array(g))
+            for name, g in global_params.items()}

@@ -8,21 +8,41 @@ order, asks the strategy for the next global model, evaluates, tells the observe
 Folding in task order, whatever order replies arrive in, is what makes a seeded simulation bit-identical
 from run to run: a reply that arrives early waits (it is one of the "updates in flight") until every
 earlier task has either been folded or is known to have failed.
+
+With client-level differential privacy (a :class:`~fedra.privacy.DPFedAvg`, McMahan et al. 2018) the
+fold changes, nothing else does: each accepted reply becomes its delta against the round's global model
+(floating-point arrays only), clipped and summed in float64 in the same task order
+(:meth:`DPFedAvg.accumulate`, the streaming form of :meth:`DPFedAvg.prepare`); at the end of the round :meth:`DPFedAvg.finish_round` noises the sum and divides it by the
+fixed denominator. The strategy then receives ``global + noised mean delta`` as the round's aggregate,
+exactly where it receives the mean model without DP, so every server optimizer (FedAvg, FedAdam, ...)
+applies unchanged: each reads the aggregate as ``global + delta`` (FedAvg with lr 1 takes it as the new
+model; the others recover ``delta = aggregate - global``), and anything computed from a DP release is
+still DP (post-processing). Each client counts once, whatever its ``num_examples``: the example count is
+neither bounded nor private. Non-floating arrays (counters) keep the global model's value under DP: an
+integer update cannot be clipped or noised, and keeping it constant releases nothing.
+
+Before each round the driver asks :meth:`DPFedAvg.can_run_round`; when one more round would spend more
+than ``max_epsilon`` the job stops there (:attr:`RunResult.stop_reason`, and the last round's record
+says why). Every round that sampled clients is charged, a round below the quorum included
+(:meth:`DPFedAvg.skip_round`). The DP state and the noise generator's entropy are saved as the extra
+state ``"privacy"`` of every checkpoint, so a resumed run continues the same epsilon and the same noise.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import final
+from typing import Final, Protocol, final
 
 import numpy as np
 
-from fedra.errors import AggregationError, ConfigError, RecordError
+from fedra.errors import AggregationError, ConfigError, RecordError, StateError
+from fedra.privacy import DPFedAvg
 from fedra.records import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     ArraySpec,
@@ -85,6 +105,8 @@ class RunResult:
     params: dict[str, np.ndarray]
     state: StrategyState
     records: list[RoundRecord]
+    #: why the job stopped before its last round (the privacy budget), or None when it ran them all
+    stop_reason: str | None = None
 
     @property
     def digest(self) -> str:
@@ -93,6 +115,21 @@ class RunResult:
 
 def _round_seed(seed: int, rnd: int) -> int:
     return int(np.random.SeedSequence([seed, rnd, 0x7A5C]).generate_state(1, np.uint32)[0])
+
+
+#: the checkpoint's extra-state name of the driver's privacy state
+PRIVACY_STATE: Final = "privacy"
+_PRIVACY_FORMAT: Final = "fedra.driver.privacy/1"
+_NOISE_TAG: Final = 0xD9F0
+
+
+def _noise_generator(entropy: int, rnd: int) -> np.random.Generator:
+    """The DP noise generator of round ``rnd``: a function of the entropy and the round only.
+
+    Derived per round rather than one stream, so a resumed run draws the same noise without replaying
+    the draws of the rounds before it.
+    """
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([entropy, rnd, _NOISE_TAG])))
 
 
 def _verdict(reply: Reply, why: str | None) -> None:
@@ -104,11 +141,59 @@ def _verdict(reply: Reply, why: str | None) -> None:
             log.exception("transport's ack callback failed; continuing")
 
 
+class _Fold(Protocol):
+    """What :class:`_InOrder` folds into: a :class:`RoundAggregate`, or :class:`_DPFold` under DP."""
+
+    @property
+    def count(self) -> int: ...
+
+    def add(self, arrays: Arrays, weight: float) -> None: ...
+
+
+@final
+class _DPFold:
+    """One round under DP: each update's delta against the global model, clipped, summed in float64."""
+
+    def __init__(self, dp: DPFedAvg, global_params: Arrays) -> None:
+        self._dp = dp
+        self._global = global_params
+        self._names = [name for name, a in global_params.items() if a.dtype.kind == "f"]
+        self._sum = {name: np.zeros(global_params[name].shape, np.float64) for name in self._names}
+        # one float64 buffer for the update being folded: a fresh one per update would cost page faults
+        self._delta = {name: np.empty(global_params[name].shape, np.float64) for name in self._names}
+        self._count = 0
+        self._within = 0
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def add(self, arrays: Arrays, weight: float) -> None:
+        # ``weight`` (num_examples) is ignored on purpose: client-level DP bounds each client's
+        # contribution by the clip norm, which an unbounded, non-private example count would undo.
+        for name in self._names:
+            np.subtract(arrays[name], self._global[name], out=self._delta[name], dtype=np.float64)
+        within = self._dp.accumulate(self._sum, self._delta)
+        self._count += 1
+        self._within += int(within)
+
+    def release(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Noise the sum, take the mean delta, and return ``global + mean delta`` in the model's dtypes."""
+        mean = self._dp.finish_round(self._sum, received=self._count, unclipped_count=self._within, rng=rng)
+        out: dict[str, np.ndarray] = {}
+        for name, g in self._global.items():
+            if name in mean:
+                out[name] = np.add(g, mean[name], dtype=np.float64).astype(g.dtype, copy=False)
+            else:
+                out[name] = np.array(g)
+        return out
+
+
 @final
 class _InOrder:
     """Folds replies into the aggregate in task order; replies that arrive early wait in ``ready``."""
 
-    def __init__(self, aggregate: RoundAggregate, num_tasks: int) -> None:
+    def __init__(self, aggregate: _Fold, num_tasks: int) -> None:
         self.aggregate = aggregate
         self.ready: dict[int, tuple[Arrays, float]] = {}
         self.done = [False] * num_tasks
@@ -133,7 +218,19 @@ class _InOrder:
 
 @final
 class RoundDriver:
-    """Runs a job's rounds over a transport. One instance runs one job."""
+    """Runs a job's rounds over a transport. One instance runs one job.
+
+    Parameters
+    ----------
+    privacy
+        Client-level DP (:class:`~fedra.privacy.DPFedAvg`), or ``None`` for none. Its state is restored
+        from the checkpoint on resume.
+    noise_seed
+        The entropy of the DP noise. ``None`` (the default): 128 secret bits from the OS, kept in the
+        checkpoint, so the released model cannot be de-noised by whoever knows the job spec. An integer
+        (e.g. the job seed) makes the noise reproducible, for tests and audits only: anyone who knows
+        it can subtract the noise.
+    """
 
     def __init__(
         self,
@@ -145,6 +242,8 @@ class RoundDriver:
         evaluator: Evaluator | None = None,
         observers: Sequence[Observer] = (),
         checkpoints: StateStore | None = None,
+        privacy: DPFedAvg | None = None,
+        noise_seed: int | None = None,
     ) -> None:
         self.strategy = strategy
         self.transport = transport
@@ -158,6 +257,9 @@ class RoundDriver:
         self.records: list[RoundRecord] = []
         #: every client seen: first and last round, rounds it took part in (checkpointed with the model)
         self.registry: dict[str, ClientRecord] = {}
+        self.privacy = privacy
+        self.stop_reason: str | None = None
+        self._noise_entropy = secrets.randbits(128) if noise_seed is None else int(noise_seed)
         if checkpoints is not None and (ckpt := checkpoints.load()) is not None:
             if ArraySpec.of(ckpt.params) != self.spec:
                 raise ConfigError(
@@ -166,7 +268,51 @@ class RoundDriver:
                 )
             self.params, self.state = ckpt.params, ckpt.state
             self.registry = {c.name: c for c in ckpt.clients}
+            self._restore_privacy(ckpt.extra.get(PRIVACY_STATE), ckpt.round, checkpoints.directory)
             log.info("resuming after round %d from %s", ckpt.round, checkpoints.directory)
+
+    # -- privacy ---------------------------------------------------------------------------------
+    def _privacy_state(self) -> bytes:
+        assert self.privacy is not None
+        state = {"format": _PRIVACY_FORMAT, "noise_entropy": self._noise_entropy,
+                 "dpfedavg": json.loads(self.privacy.state_bytes())}
+        return json.dumps(state, separators=(",", ":"), allow_nan=False).encode()
+
+    def _restore_privacy(self, data: bytes | None, rnd: int, where: object) -> None:
+        if self.privacy is None:
+            if data is not None:
+                log.warning("the checkpoint in %s holds privacy state but this job has no [privacy]; "
+                            "the rounds after %d are not differentially private", where, rnd)
+            return
+        if data is None:
+            if rnd > 0:
+                raise ConfigError(
+                    f"checkpoint in {where} (after round {rnd}): expected the privacy state of a job with "
+                    "[privacy], found none: it was written without differential privacy, so its rounds "
+                    "spent an unbounded epsilon; start the private job in a new output directory")
+            return
+        try:
+            state = json.loads(data.decode("utf-8"))
+            if not isinstance(state, dict) or state.get("format") != _PRIVACY_FORMAT:
+                raise ValueError(f"expected format {_PRIVACY_FORMAT!r}")
+            entropy = state["noise_entropy"]
+            if not isinstance(entropy, int) or isinstance(entropy, bool) or entropy < 0:
+                raise ValueError(f"expected a non-negative integer noise_entropy, got {entropy!r}")
+            dp_state = json.dumps(state["dpfedavg"]).encode()
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            raise StateError(f"checkpoint in {where}: cannot restore the privacy state: {exc}") from exc
+        self.privacy.load_state(dp_state)
+        self._noise_entropy = entropy
+
+    def _budget_stop(self, rnd: int) -> str | None:
+        """Why round ``rnd`` must not run (the next round would exceed ``max_epsilon``), else None."""
+        dp = self.privacy
+        if dp is None or dp.can_run_round():
+            return None
+        eps, delta = dp.spent()
+        return (f"privacy budget: round {rnd} would spend more than privacy.max_epsilon = "
+                f"{dp.config.max_epsilon:g} (spent so far: epsilon {eps:.4g} at delta {delta:g}); "
+                f"the job stops after round {rnd - 1} of {self.config.rounds}")
 
     # -- observers -------------------------------------------------------------------------------
     def _notify(self, method: str, arg: object) -> None:
@@ -184,10 +330,16 @@ class RoundDriver:
             rounds=self.config.rounds, start_round=start, num_clients=len(self.transport.clients()),
             num_parameters=self.spec.num_parameters, model_bytes=self.spec.nbytes,
         ))
+        if start < self.config.rounds and (why := self._budget_stop(start + 1)) is not None:
+            self.stop_reason = why  # resumed after the round that used the budget up
+            log.warning("%s", why)
         for rnd in range(start + 1, self.config.rounds + 1):
+            if self.stop_reason is not None:
+                break
             self.run_round(rnd)
         self._notify("on_run_end", self.records)
-        return RunResult(params=self.params, state=self.state, records=self.records)
+        return RunResult(params=self.params, state=self.state, records=self.records,
+                         stop_reason=self.stop_reason)
 
     def run_round(self, rnd: int) -> RoundRecord:
         t0 = time.perf_counter()
@@ -196,20 +348,34 @@ class RoundDriver:
         need = self.strategy.sampler.min_clients
         if len(available) < need and self.config.client_wait > 0:
             available = self.transport.wait_for_clients(need, timeout=self.config.client_wait)
+        sampled = True
         try:
             selected, state = self.strategy.sample(self.state, available)
         except AggregationError as exc:
             log.warning("round %d: %s", rnd, exc)
             rec.fail("not enough clients to start the round")
-            selected, state = [], self.state
+            selected, state, sampled = [], self.state, False
         rec.sampled = len(selected)
         config = dict(self.config.client_config or {})
         config.update(round=rnd, round_seed=_round_seed(self.config.seed, rnd))
+        dp = self.privacy
+        if dp is not None and dp.config.mode != "server":
+            # what the client needs to clip (and in local mode to noise) its own update
+            task = dp.task_config()
+            config.update(dp_mode=dp.config.mode, dp_clip_norm=task["clip_norm"])
+            if "noise_multiplier" in task:
+                config["dp_noise_multiplier"] = task["noise_multiplier"]
         aggregate, metrics = self._exchange("train", rnd, selected, config, rec)
         t1 = time.perf_counter()
+        charged = False
         if rec.accepted >= self.config.min_replies:
             try:
-                new_params, state = self.strategy.update(state, self.params, aggregate.finish())
+                if isinstance(aggregate, _DPFold):
+                    charged = True  # finish_round charges the accountant, even if the strategy then fails
+                    model = aggregate.release(_noise_generator(self._noise_entropy, rnd))
+                else:
+                    model = aggregate.finish()
+                new_params, state = self.strategy.update(state, self.params, model)
             except AggregationError as exc:
                 log.warning("round %d: aggregation failed: %s", rnd, exc)
                 rec.fail(f"aggregation: {exc}")
@@ -222,6 +388,11 @@ class RoundDriver:
             log.warning("round %d: %d accepted replies, %d required; the global model is unchanged",
                         rnd, rec.accepted, self.config.min_replies)
             state = state.advanced(round=rnd)
+        if dp is not None:
+            if sampled and not charged:
+                dp.skip_round()  # clients were sampled: whether the quorum came depends on who they were
+            rec.epsilon, rec.delta = dp.spent()
+            rec.clip_norm = dp.clip_norm
         self.state = state
         t2 = time.perf_counter()
         every = self.config.evaluate_every
@@ -230,10 +401,14 @@ class RoundDriver:
         t3 = time.perf_counter()
         self._update_registry(rnd, selected, rec.participants)
         if self.checkpoints is not None:
-            self.checkpoints.save(rnd, self.params, self.state, clients=self.registry.values())
+            extra = {} if dp is None else {PRIVACY_STATE: self._privacy_state()}
+            self.checkpoints.save(rnd, self.params, self.state, clients=self.registry.values(), extra=extra)
         t4 = time.perf_counter()
         rec.seconds = {"train": t1 - t0, "aggregate": t2 - t1, "evaluate": t3 - t2, "checkpoint": t4 - t3,
                        "total": t4 - t0}
+        if rnd < self.config.rounds and (why := self._budget_stop(rnd + 1)) is not None:
+            rec.stop_reason = self.stop_reason = why
+            log.warning("%s", why)
         self.records.append(rec)
         self._notify("on_round_end", rec)
         return rec
@@ -247,7 +422,7 @@ class RoundDriver:
             self.registry[name] = old
 
     def _exchange(self, kind: TaskKind, rnd: int, selected: Sequence[str], config: Mapping[str, Scalar],
-                  rec: RoundRecord) -> tuple[RoundAggregate, dict[str, float]]:
+                  rec: RoundRecord) -> tuple[RoundAggregate | _DPFold, dict[str, float]]:
         payload = encode_message(Message(arrays=self.params, config=config,
                                          meta={"kind": kind, "round": rnd}))
         # From here the global model is a view into the payload the clients are sent: the server holds
@@ -256,7 +431,9 @@ class RoundDriver:
         tasks = tuple(Task(task_id=f"r{rnd}.{i}", client_id=cid, nonce=secrets.token_hex(8))
                       for i, cid in enumerate(selected))
         index = {t.task_id: i for i, t in enumerate(tasks)}
-        order = _InOrder(self.strategy.start_round(self.params), len(tasks))
+        fold: RoundAggregate | _DPFold = (self.strategy.start_round(self.params) if self.privacy is None
+                                          else _DPFold(self.privacy, self.params))
+        order = _InOrder(fold, len(tasks))
         sums: dict[str, float] = {}
         examples = 0
         for reply in self.transport.exchange(TaskBatch(kind, rnd, payload, tasks),
@@ -287,9 +464,9 @@ class RoundDriver:
                     if isinstance(v, int | float) and not isinstance(v, bool):
                         sums[k] = sums.get(k, 0.0) + float(v) * n
         order.drain()
-        rec.accepted = order.aggregate.count
+        rec.accepted = fold.count
         rec.num_examples = examples
-        return order.aggregate, ({k: v / examples for k, v in sums.items()} if examples else {})
+        return fold, ({k: v / examples for k, v in sums.items()} if examples else {})
 
     def _accept(self, payload: object, error: str | None, task: Task, rnd: int, rec: RoundRecord
                 ) -> tuple[tuple[Arrays, float, Mapping[str, Scalar]] | None, str | None]:

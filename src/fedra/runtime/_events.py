@@ -35,12 +35,31 @@ class RoundRecord:
     seconds: dict[str, float] = field(default_factory=dict)
     #: clients whose update was accepted, in arrival order
     participants: list[str] = field(default_factory=list)
+    #: with differential privacy: the (epsilon, delta) spent by the job so far, after this round
+    epsilon: float | None = None
+    delta: float | None = None
+    #: with differential privacy: the clip norm the next round uses (adaptive clipping moves it)
+    clip_norm: float | None = None
+    #: why the job stops after this round before its last one (e.g. the privacy budget), else None
+    stop_reason: str | None = None
 
     def fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as a dict; the optional fields (privacy, stop) only when set.
+
+        Leaving unset optional fields out keeps the metrics lines of a run without privacy exactly as
+        they were before these fields existed.
+        """
+        out = asdict(self)
+        for key in _OPTIONAL:
+            if out[key] is None:
+                del out[key]
+        return out
+
+
+_OPTIONAL = ("epsilon", "delta", "clip_norm", "stop_reason")
 
 
 class Observer(Protocol):

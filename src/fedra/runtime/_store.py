@@ -1,12 +1,18 @@
 """Server state in a database through SQLAlchemy: SQLite by default, PostgreSQL by URL.
 
-One database can hold several jobs. Three tables, created with ``metadata.create_all`` on first use
+One database can hold several jobs. Four tables, created with ``metadata.create_all`` on first use
 (there are no migrations yet: no Alembic; a later schema change will need one)::
 
-    jobs         id, name (unique), created_at
-    checkpoints  id, job_id, round, model (safetensors bytes), state (StrategyState bytes),
-                 model_sha256, state_sha256, created_at          unique (job_id, round)
-    clients      job_id, name, first_seen, last_seen, rounds_participated, quarantined
+    jobs              id, name (unique), created_at
+    checkpoints       id, job_id, round, model (safetensors bytes), state (StrategyState bytes),
+                      model_sha256, state_sha256, created_at          unique (job_id, round)
+    checkpoint_extra  checkpoint_id, name, data (a JSON document), sha256      key (checkpoint_id, name)
+    clients           job_id, name, first_seen, last_seen, rounds_participated, quarantined
+
+``checkpoint_extra`` holds other components' state by name (the privacy accountant as ``"privacy"``;
+later e.g. a quarantine reputation), the same generic map as the file store's ``extra-r*.json``. It is a
+table of its own rather than a column so that a database written before it existed needs no ALTER:
+``create_all`` adds the missing table, and its older checkpoints load with an empty map.
 
 A checkpoint holds what :class:`~fedra.runtime.CheckpointStore` holds, the global model (the same
 safetensors bytes as its ``model-r*.safetensors`` file) and the strategy state (round, RNG, optimizer
@@ -55,7 +61,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from fedra.errors import ConfigError, RecordError, StateError
 from fedra.records import decode_arrays, encode_arrays
-from fedra.runtime._checkpoint import Checkpoint, ClientRecord
+from fedra.runtime._checkpoint import Checkpoint, ClientRecord, check_extra
 from fedra.strategy import StrategyState
 
 __all__ = ["SQL_MAX_BLOB_BYTES", "ClientRecord", "SqlStateStore"]
@@ -85,6 +91,14 @@ _checkpoints = Table(
     Column("state_sha256", String(64), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     UniqueConstraint("job_id", "round"),
+)
+
+_extra = Table(
+    "checkpoint_extra", _metadata,
+    Column("checkpoint_id", Integer, ForeignKey("checkpoints.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", String(255), primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+    Column("sha256", String(64), nullable=False),
 )
 
 _clients = Table(
@@ -250,14 +264,18 @@ class SqlStateStore:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def save(self, round: int, params: Mapping[str, np.ndarray], state: StrategyState, *,
-             clients: Iterable[ClientRecord] | None = None) -> None:
+             clients: Iterable[ClientRecord] | None = None, extra: Mapping[str, bytes] | None = None
+             ) -> None:
         """Save the checkpoint after ``round`` (and the given client records) in one transaction.
 
-        A checkpoint already saved for ``round`` is replaced; all but the latest ``keep`` are deleted.
+        ``extra``: other components' state by name, each a JSON document (UTF-8 bytes). A checkpoint
+        already saved for ``round`` is replaced; all but the latest ``keep`` are deleted.
         """
         model = encode_arrays(params, {"fedra.round": str(round)})
         state_bytes = state.to_bytes()
-        for what, blob in (("model", model), ("strategy state", state_bytes)):
+        extras = check_extra(extra)
+        for what, blob in (("model", model), ("strategy state", state_bytes),
+                           *((f"extra state {k!r}", v) for k, v in extras.items())):
             if len(blob) > SQL_MAX_BLOB_BYTES:
                 raise StateError(
                     f"cannot checkpoint round {round} in {self.directory}: the {what} is {len(blob):,} "
@@ -268,14 +286,25 @@ class SqlStateStore:
         with self._transaction(f"save the checkpoint of round {round}") as conn:
             job_id = self._job_id
             ckpts = _checkpoints.c
+            gone = select(ckpts.id).where(ckpts.job_id == job_id, ckpts.round == round)
+            conn.execute(delete(_extra).where(_extra.c.checkpoint_id.in_(gone)))
             conn.execute(delete(_checkpoints).where(ckpts.job_id == job_id, ckpts.round == round))
-            conn.execute(insert(_checkpoints).values(
+            inserted = conn.execute(insert(_checkpoints).values(
                 job_id=job_id, round=round, model=model, state=state_bytes, model_sha256=_sha256(model),
                 state_sha256=_sha256(state_bytes), created_at=datetime.now(UTC),
             ))
+            key = inserted.inserted_primary_key
+            assert key is not None  # a single-row insert always reports its primary key
+            checkpoint_id = key[0]
+            for name, data in extras.items():
+                conn.execute(insert(_extra).values(checkpoint_id=checkpoint_id, name=name, data=data,
+                                                   sha256=_sha256(data)))
             oldest_kept = conn.scalar(select(ckpts.id).where(ckpts.job_id == job_id)
                                       .order_by(ckpts.id.desc()).offset(self.keep - 1).limit(1))
             if oldest_kept is not None:
+                # explicit, not only ON DELETE CASCADE: a database whose foreign keys are off keeps no orphans
+                old = select(ckpts.id).where(ckpts.job_id == job_id, ckpts.id < oldest_kept)
+                conn.execute(delete(_extra).where(_extra.c.checkpoint_id.in_(old)))
                 conn.execute(delete(_checkpoints).where(ckpts.job_id == job_id, ckpts.id < oldest_kept))
             for rec in records:
                 self._upsert_client(conn, rec)
@@ -292,14 +321,19 @@ class SqlStateStore:
         ckpts = _checkpoints.c
         with self._transaction("load the latest checkpoint") as conn:
             row = conn.execute(
-                select(ckpts.round, ckpts.model, ckpts.state, ckpts.model_sha256, ckpts.state_sha256)
+                select(ckpts.id, ckpts.round, ckpts.model, ckpts.state, ckpts.model_sha256, ckpts.state_sha256)
                 .where(ckpts.job_id == self._job_id).order_by(ckpts.id.desc()).limit(1)
             ).first()
+            extra_rows = [] if row is None else conn.execute(
+                select(_extra.c.name, _extra.c.data, _extra.c.sha256)
+                .where(_extra.c.checkpoint_id == row.id).order_by(_extra.c.name)
+            ).all()
         if row is None:
             return None
         rnd = int(row.round)
         for what, blob, digest in (("model", row.model, row.model_sha256),
-                                   ("strategy state", row.state, row.state_sha256)):
+                                   ("strategy state", row.state, row.state_sha256),
+                                   *((f"extra state {r.name!r}", r.data, r.sha256) for r in extra_rows)):
             if _sha256(blob) != digest:
                 raise StateError(
                     f"checkpoint of round {rnd} in {self.directory}: the {what}'s sha256 does not match "
@@ -313,7 +347,7 @@ class SqlStateStore:
             raise StateError(f"cannot load the checkpoint of round {rnd} from {self.directory}: {exc}"
                              ) from exc
         return Checkpoint(round=rnd, params={k: np.array(v) for k, v in arrays.items()}, state=state,
-                          clients=tuple(self.clients()))
+                          clients=tuple(self.clients()), extra={r.name: bytes(r.data) for r in extra_rows})
 
     def rounds(self) -> list[int]:
         """The rounds of the job's kept checkpoints, oldest first."""
@@ -326,6 +360,8 @@ class SqlStateStore:
     def delete_job(self) -> None:
         """Delete the job: its checkpoints, its client registry and its row."""
         with self._transaction(f"delete job {self.job!r}") as conn:
+            mine = select(_checkpoints.c.id).where(_checkpoints.c.job_id == self._job_id)
+            conn.execute(delete(_extra).where(_extra.c.checkpoint_id.in_(mine)))
             conn.execute(delete(_checkpoints).where(_checkpoints.c.job_id == self._job_id))
             conn.execute(delete(_clients).where(_clients.c.job_id == self._job_id))
             conn.execute(delete(_jobs).where(_jobs.c.id == self._job_id))

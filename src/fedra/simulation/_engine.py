@@ -11,24 +11,51 @@ import numpy as np
 from fedra.app import UserApp
 from fedra.data import Dataset, FederatedData, load_federated
 from fedra.job import JobSpec
+from fedra.privacy import DPFedAvg
 from fedra.records import Scalar
 from fedra.runtime import CheckpointStore, DriverConfig, Observer, RoundDriver, RunResult
 from fedra.simulation._pool import ProcessPoolTransport
 from fedra.strategy import Aggregator, FractionSampler, ServerOptimizer, Strategy
 
-__all__ = ["build_strategy", "client_ids", "driver_config", "load_data", "simulate"]
+__all__ = ["build_privacy", "build_strategy", "client_ids", "driver_config", "load_data", "noise_seed", "simulate"]
 
 
 def build_strategy(job: JobSpec) -> Strategy:
     """The strategy a job spec describes."""
     s = job.strategy
+    p = job.privacy
+    # DP-FedAvg's accountant assumes Poisson sampling unless told "fixed": sample the way it counts
+    poisson = p is not None and p.mode != "local" and p.sampling == "poisson"
     return Strategy(
-        sampler=FractionSampler(fraction=s.fraction, min_clients=s.min_clients),
+        sampler=FractionSampler(fraction=s.fraction, min_clients=s.min_clients, poisson=poisson),
         aggregator=Aggregator(kind=s.aggregator, trim_fraction=s.trim_fraction,
                               num_byzantine=s.num_byzantine, num_selected=s.num_selected),
         optimizer=ServerOptimizer(kind=s.optimizer, lr=s.server_lr, momentum=s.momentum,
                                   beta1=s.beta1, beta2=s.beta2, tau=s.tau),
     )
+
+
+def build_privacy(job: JobSpec) -> DPFedAvg | None:
+    """The job's client-level DP (``None`` without ``[privacy]``); the population is ``data.num_clients``.
+
+    Under Poisson sampling each client takes part with probability ``strategy.fraction``; under fixed
+    sampling the cohort is the sampler's size out of the whole population. Calibrating
+    ``target_epsilon`` happens here, so an unreachable target fails before any client starts.
+    """
+    if job.privacy is None:
+        return None
+    n = job.data.num_clients
+    s = job.strategy
+    config = job.privacy.dp_config()
+    if config.sampling == "poisson" and config.mode != "local":
+        return DPFedAvg(config, rounds=job.job.rounds, population=n, sampling_rate=s.fraction)
+    cohort = FractionSampler(fraction=s.fraction, min_clients=s.min_clients).size(n)
+    return DPFedAvg(config, rounds=job.job.rounds, population=n, clients_per_round=cohort)
+
+
+def noise_seed(job: JobSpec) -> int | None:
+    """The DP noise's seed: ``job.seed`` with ``privacy.noise_seed = "job"``, else ``None`` (secret entropy)."""
+    return job.job.seed if job.privacy is not None and job.privacy.noise_seed == "job" else None
 
 
 def driver_config(job: JobSpec) -> DriverConfig:
@@ -95,6 +122,7 @@ def simulate(job: JobSpec, *, observers: Sequence[Observer] = (), run_dir: Path 
     Workers are forked after the data are loaded, so they share its memory. With ``run_dir`` the driver
     checkpoints there after every round and resumes from a checkpoint it finds.
     """
+    privacy = build_privacy(job)  # before the workers start: a bad [privacy] fails first
     fed = data if data is not None else load_data(job)
     ids = client_ids(len(fed.partitions))
     module = job.module_path()
@@ -110,5 +138,6 @@ def simulate(job: JobSpec, *, observers: Sequence[Observer] = (), run_dir: Path 
                                                            config=job.client.as_config()),
             observers=observers,
             checkpoints=CheckpointStore(run_dir / "checkpoint") if run_dir is not None else None,
+            privacy=privacy, noise_seed=noise_seed(job),
         )
         return driver.run()

@@ -19,12 +19,17 @@ __all__ = ["FractionSampler"]
 class FractionSampler:
     """Sample ``ceil(fraction * available)`` clients (at least ``min_clients``) uniformly without replacement.
 
+    With ``poisson=True`` each available client takes part independently with probability ``fraction``
+    instead (Poisson sampling, the sampling DP-FedAvg's privacy amplification assumes; McMahan et al.
+    2018): the cohort's size varies from round to round and may be zero.
+
     The result keeps the order of ``available`` after sorting, so the same generator state and the same
     available set always give the same list in the same order.
     """
 
     fraction: float = 1.0
     min_clients: int = 1
+    poisson: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 < self.fraction <= 1.0:
@@ -42,6 +47,10 @@ class FractionSampler:
                 f"cannot start a round: expected at least {self.min_clients} available clients, "
                 f"got {len(pool)}; wait for more clients or lower min_clients"
             )
+        if self.poisson:
+            # one draw per client, always, so the generator advances the same whatever is chosen
+            keep = rng.random(len(pool)) < self.fraction
+            return [name for name, chosen in zip(pool, keep, strict=True) if chosen]
         k = self.size(len(pool))
         if k == len(pool):
             return pool
