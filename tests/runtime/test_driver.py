@@ -207,3 +207,28 @@ def test_checkpoint_files_are_readable_safetensors(tmp_path: Path) -> None:
     assert set(loaded) == set(INITIAL)
     assert not list(tmp_path.glob("*.tmp"))
     _ = encode_arrays  # the same codec writes both
+
+
+class LateCounting(Transport):
+    """Answers every task; in round 2 it discards three late replies (as the gRPC server counts them)."""
+
+    def __init__(self) -> None:
+        self.late = 0
+
+    def clients(self) -> Sequence[str]:
+        return CLIENTS
+
+    def late_replies(self) -> int:
+        return self.late
+
+    def exchange(self, batch: TaskBatch, *, timeout: float | None) -> Iterator[Reply]:
+        if batch.round == 2:
+            self.late += 3
+        for t in batch.tasks:
+            yield Reply(t.task_id, t.client_id, payload=honest(batch, t))
+
+
+def test_late_replies_discarded_during_a_round_are_in_its_record() -> None:
+    records = make_driver(LateCounting(), rounds=3).run().records
+    assert [r.late_replies for r in records] == [None, 3, None]
+    assert "late_replies" not in records[0].to_json() and records[1].to_json()["late_replies"] == 3

@@ -344,6 +344,7 @@ class RoundDriver:
     def run_round(self, rnd: int) -> RoundRecord:
         t0 = time.perf_counter()
         rec = RoundRecord(round=rnd)
+        late_before = self.transport.late_replies()
         available = self.transport.clients()
         need = self.strategy.sampler.min_clients
         if len(available) < need and self.config.client_wait > 0:
@@ -406,6 +407,8 @@ class RoundDriver:
         t4 = time.perf_counter()
         rec.seconds = {"train": t1 - t0, "aggregate": t2 - t1, "evaluate": t3 - t2, "checkpoint": t4 - t3,
                        "total": t4 - t0}
+        if late := self.transport.late_replies() - late_before:
+            rec.late_replies = late
         if rnd < self.config.rounds and (why := self._budget_stop(rnd + 1)) is not None:
             rec.stop_reason = self.stop_reason = why
             log.warning("%s", why)

@@ -42,6 +42,9 @@ class RoundRecord:
     clip_norm: float | None = None
     #: why the job stops after this round before its last one (e.g. the privacy budget), else None
     stop_reason: str | None = None
+    #: replies the transport discarded during this round because their own round had closed
+    #: (stragglers from an earlier round, or replies to no task in progress); None when there were none
+    late_replies: int | None = None
 
     def fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
@@ -59,7 +62,7 @@ class RoundRecord:
         return out
 
 
-_OPTIONAL = ("epsilon", "delta", "clip_norm", "stop_reason")
+_OPTIONAL = ("epsilon", "delta", "clip_norm", "stop_reason", "late_replies")
 
 
 class Observer(Protocol):

@@ -80,6 +80,11 @@ class Transport(ABC):
         are the transport's to discard.
         """
 
+    def late_replies(self) -> int:
+        """Replies discarded so far because their round had closed (stragglers), where the transport can
+        tell; the driver records how many came during each round. The default counts none."""
+        return 0
+
     def wait_for_clients(self, n: int, *, timeout: float) -> Sequence[str]:
         """Clients available once at least ``n`` are, or when ``timeout`` has passed.
 

@@ -427,6 +427,9 @@ class GrpcTransport(Transport):
         with self._lock:
             return sorted(n for n, c in self._clients.items() if c.polling or now - c.last_seen < self.client_ttl)
 
+    def late_replies(self) -> int:
+        return self.stragglers
+
     def wait_for_clients(self, n: int, *, timeout: float) -> Sequence[str]:
         """Block until at least ``n`` clients are connected (or ``timeout`` passes); returns them."""
         deadline = time.monotonic() + timeout
