@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from fedra import __version__
-from fedra.cli import certs, client, deploy_systemd, monitor, new, server, simulate
+from fedra.cli import certs, client, deploy_k8s, deploy_systemd, monitor, new, server, simulate
 
 __all__ = ["app", "configure_logging", "main"]
 
@@ -37,6 +37,7 @@ app.add_typer(certs.app, name="certs")
 deploy = typer.Typer(help="Render the job for the tools operators use (systemd, Kubernetes).",
                      no_args_is_help=True)
 deploy.command("systemd", no_args_is_help=True)(deploy_systemd.systemd)
+deploy.command("k8s", no_args_is_help=True)(deploy_k8s.k8s)
 app.add_typer(deploy, name="deploy")
 app.command("monitor", no_args_is_help=True)(monitor.monitor)
 
