@@ -56,6 +56,16 @@ def test_importing_fedra_core_pulls_in_no_framework_or_plotting() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_the_client_side_loads_no_accountant_scipy_or_plotting() -> None:
+    """A small device runs `fedra client`: importing the CLI and the runtime stays light (issue 5, point 4)."""
+    code = ("import sys, fedra.cli.main, fedra.runtime, fedra.privacy, fedra.transport.grpc; "
+            "print(sorted(m for m in "
+            "('scipy', 'dp_accounting', 'sklearn', 'matplotlib', 'torch', 'sqlalchemy', 'cryptography') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_no_pickle_anywhere_in_the_package() -> None:
     from pathlib import Path
 

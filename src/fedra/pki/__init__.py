@@ -7,24 +7,45 @@ identity is its certificate's common name; a server admits only the clients on i
 ``fedra certs revoke NAME`` takes effect without a restart. Everything is built with ``cryptography``.
 """
 
-from fedra.pki._authority import Authority, PeerRejected, RejectReason
-from fedra.pki._ca import (
-    CLOCK_SKEW,
-    CertInfo,
-    Issued,
-    KeyPair,
-    Kind,
-    cert_kind,
-    init_ca,
-    is_revoked,
-    issue,
-    list_certificates,
-    load_certificate,
-    read_pair,
-    revoke,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from fedra.pki._files import DEFAULT_DIR, Layout, check_name
 from fedra.pki._lists import Revocation, read_allowlist, read_revoked
+
+if TYPE_CHECKING:
+    from fedra.pki._authority import Authority, PeerRejected, RejectReason
+    from fedra.pki._ca import (
+        CLOCK_SKEW,
+        CertInfo,
+        Issued,
+        KeyPair,
+        Kind,
+        cert_kind,
+        init_ca,
+        is_revoked,
+        issue,
+        list_certificates,
+        load_certificate,
+        read_pair,
+        revoke,
+    )
+
+#: What needs ``cryptography`` loads on first use: a client connecting with its certificate needs only
+#: the file layout (gRPC does the TLS), and importing cryptography costs a small device ~10 MB.
+_LAZY = {
+    **dict.fromkeys(("Authority", "PeerRejected", "RejectReason"), "fedra.pki._authority"),
+    **dict.fromkeys(("CLOCK_SKEW", "CertInfo", "Issued", "KeyPair", "Kind", "cert_kind", "init_ca", "is_revoked",
+                     "issue", "list_certificates", "load_certificate", "read_pair", "revoke"), "fedra.pki._ca"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fedra.pki' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "CLOCK_SKEW",

@@ -37,15 +37,15 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Final, Literal, final, get_args
+from typing import TYPE_CHECKING, Any, Final, Literal, final, get_args
 
-import dp_accounting
 import numpy as np
 import numpy.typing as npt
-from dp_accounting import pld as dp_pld
-from dp_accounting import rdp as dp_rdp
 
 from fedra.errors import ConfigError, StateError
+
+if TYPE_CHECKING:
+    import dp_accounting
 
 __all__ = ["DEFAULT_PLD_DISCRETIZATION", "Accountant", "Backend", "SamplingScheme", "calibrate_noise"]
 
@@ -100,6 +100,10 @@ def _library_accountant(
     backend: Backend, sampling: SamplingScheme, pld_discretization: float
 ) -> dp_accounting.PrivacyAccountant:
     """A fresh ``dp_accounting`` accountant for the scheme (neighbouring relation chosen by the scheme)."""
+    # dp_accounting (and scipy with it) loads only where accounting runs: a client never needs it
+    import dp_accounting
+    from dp_accounting import pld as dp_pld
+    from dp_accounting import rdp as dp_rdp
     if backend == "rdp":
         relation = (
             dp_accounting.NeighboringRelation.REPLACE_ONE
@@ -119,6 +123,7 @@ def _event(
     sampling: SamplingScheme, population: int | None, step: _Step
 ) -> dp_accounting.DpEvent:
     """The library event for ``step.count`` repetitions of one round under ``sampling``."""
+    import dp_accounting
     z = step.noise_multiplier
     single: dp_accounting.DpEvent
     if z == 0.0:
@@ -372,6 +377,7 @@ class Accountant:
 
     def _epsilon(self, steps: tuple[_Step, ...], delta: float) -> float:
         """Epsilon at ``delta`` after ``steps`` (a pure function of them)."""
+        from dp_accounting import rdp as dp_rdp
         if self._backend == "rdp":
             total = np.zeros_like(self._rdp_orders())
             for step in steps:
@@ -497,6 +503,7 @@ def calibrate_noise(
     float
         The noise multiplier ``z``.
     """
+    import dp_accounting
     target = float(target_epsilon)
     if not (math.isfinite(target) and target > 0):
         raise ConfigError(f"target_epsilon: expected a finite number > 0, got {target_epsilon!r}")

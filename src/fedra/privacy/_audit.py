@@ -23,7 +23,6 @@ from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from fedra.errors import ConfigError
 from fedra.privacy._mechanisms import clip_update, noised_mean, sum_updates
@@ -66,6 +65,8 @@ def audit_p_value(*, canaries: int, guesses: int, correct: int, epsilon: float, 
     float
         The p-value bound, in ``[0, 1]``.
     """
+    from scipy import stats  # here, not at the top: importing fedra.privacy must not load scipy
+
     _check_counts(canaries, guesses, correct)
     if not (epsilon >= 0 and 0 <= delta <= 1):
         raise ConfigError(f"epsilon, delta: expected epsilon >= 0 and 0 <= delta <= 1, got {epsilon!r}, {delta!r}")
