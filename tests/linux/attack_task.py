@@ -117,6 +117,9 @@ def train(m: dict[str, np.ndarray], data, config):  # type: ignore[no-untyped-de
         raise ValueError("bad batch")
     if attack == "exit":
         os._exit(3)
+    if attack == "spin":  # an endless loop: only a task timeout ends it
+        while True:
+            pass
     if attack == "hog":
         block = np.ones(int(config["mib"]) << 17)  # float64: MiB * 2**20 / 8 elements, every page touched
         return {"sum": float(block.sum())}

@@ -55,6 +55,33 @@ def test_v2_child_group_gets_the_limits_under_the_own_group(tmp_path: Path) -> N
     assert not box.exists()
 
 
+def test_v2_limits_group_is_its_own_label_and_a_label_alone_needs_no_controller(tmp_path: Path) -> None:
+    own = fake_v2(tmp_path)
+    group = Cgroup.create(Limits(pids=8), name="box", root=tmp_path, proc_cgroup="0::/svc/client", label=True)
+    try:
+        assert group.label == own / "box" and group.procs_files == [own / "box" / "cgroup.procs"]
+        assert group.cgroup_id == (own / "box").stat().st_ino  # what eBPF's cgroup id is: the inode
+    finally:
+        group.close()
+    alone = Cgroup.create(Limits(), name="tag", root=tmp_path, proc_cgroup="0::/svc/client", label=True)
+    try:
+        assert alone.dirs == {} and alone.label == own / "tag"
+        assert alone.procs_files == [own / "tag" / "cgroup.procs"]
+        assert (own / "cgroup.subtree_control").read_text() == "+pids"  # the label enabled nothing more
+    finally:
+        alone.close()
+    assert not (own / "tag").exists()
+    with pytest.raises(CgroupError, match="no limits"):
+        Cgroup.create(Limits(), root=tmp_path, proc_cgroup="0::/svc/client")
+
+
+def test_a_label_needs_a_cgroup2_tree(tmp_path: Path) -> None:
+    for c in ("memory", "cpu", "pids"):  # a v1-only layout
+        (tmp_path / c / "svc").mkdir(parents=True)
+    with pytest.raises(CgroupError, match="cgroup2"):
+        Cgroup.create(Limits(pids=8), root=tmp_path, proc_cgroup="1:pids:/svc\n", label=True)
+
+
 def test_v2_only_missing_controllers_are_enabled(tmp_path: Path) -> None:
     own = fake_v2(tmp_path)
     (own / "cgroup.subtree_control").write_text("memory pids\n")

@@ -118,7 +118,13 @@ def test_fedra_server_monitor_writes_traffic_next_to_metrics(tmp_path: Path) -> 
     (run,) = (tmp_path / "runs").iterdir()
     rows = [json.loads(line) for line in (run / "traffic.jsonl").read_text().splitlines()]
     assert rows[0]["type"] == "monitor" and rows[0]["ports"] == [port]
-    assert [r["round"] for r in rows if r["type"] == "counters"][:2] == [1, 2]
+    # counters at each round end (and every counters_every seconds: round 0 while clients connect)
+    assert {1, 2} <= {r["round"] for r in rows if r["type"] == "counters"}
+    # one "round" line per round, keyed like metrics.jsonl, with the bytes the server saw in all
+    per_round = [r for r in rows if r["type"] == "round"]
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["round"] for r in per_round] == [m["round"] for m in metrics] == [1, 2]
+    assert all(r["events"] == {} and r["backend"] == rows[0]["backend"] for r in per_round)
     final = rows[-1]
     assert len([c for c in final["connections"] if c["upload"] > 0]) >= 3
     exfil = [r for r in rows if r["type"] == "event" and r["kind"] in ("exfiltration", "unadmitted_peer")]

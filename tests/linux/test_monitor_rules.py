@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from pathlib import Path
 
 import pytest
 
 from fedra.errors import ConfigError
 from fedra.linux import _monitor
-from fedra.linux._bpf import bpftrace_program, parse_maps
+from fedra.linux._bpf import FLUSH_PID, bpftrace_program, parse_maps
 from fedra.linux._monitor import Monitor
-from fedra.linux._monitor_types import EVENT_KINDS, MonitorRules, SandboxKey, Snapshot, SocketKey
+from fedra.linux._monitor_types import (
+    EVENT_KINDS,
+    ConnKey,
+    MonitorRules,
+    SandboxKey,
+    Snapshot,
+    SocketKey,
+)
 from fedra.linux._sockdiag import parse_ss
 
 PORT = 7788
@@ -54,6 +62,37 @@ def test_bpftrace_program_filters_on_the_ports_and_cgroups_given() -> None:
     assert "sys_exit_socket" in text and "@sandbox" in text
     plain = bpftrace_program(MonitorRules(ports=(7788,)), 1.0)
     assert "cgroup ==" not in plain and "@sandbox" not in plain and "syscalls:" not in plain
+
+
+def test_the_program_dumps_on_demand_only_for_the_monitors_own_getsid_of_an_impossible_pid() -> None:
+    text = bpftrace_program(MonitorRules(ports=(7788,)), 1.0, flush_pid=4321)
+    probe = next(line for line in text.splitlines() if "sys_enter_getsid" in line)
+    assert f"pid == 4321 && args->pid == {FLUSH_PID}" in probe and "print(@tx)" in probe
+    assert FLUSH_PID > 1 << 22  # above the largest pid_max: no real process is ever asked about
+    assert "getsid" not in bpftrace_program(MonitorRules(ports=(7788,)), 1.0)
+    # "attached" is BEGIN's line: bpftrace fires BEGIN once all probes are attached, not before
+    assert 'BEGIN { printf("fedra-attached' in text
+
+
+def test_a_round_end_asks_the_backend_for_a_fresh_snapshot_and_counts_it() -> None:
+    mon = monitor()
+    a = server_sock(C1, 51000)
+
+    class Backend:  # hands over a snapshot when flushed, as a backend's thread would
+        name = "fake"
+
+        def flush(self) -> None:
+            threading.Thread(target=mon._on_snapshot, args=(Snapshot(time=2, rx={a: 777}),)).start()
+
+        def start(self, timeout: float = 0) -> None: ...
+
+        def stop(self) -> None: ...
+
+    mon._runner = Backend()
+    mon._pending = None  # as after start(): rows go to the (absent) file
+    mon.new_round(1)
+    assert mon.connection(f"{C1}:51000", PORT)["upload"] == 777  # read after the flush, not before
+    assert mon._window_base == {ConnKey(f"{C1}:51000", PORT): 777}
 
 
 def test_parse_maps_reads_bpftrace_json_keys_including_commas_in_comm() -> None:
@@ -124,6 +163,24 @@ def test_exfiltration_fires_once_per_connection_and_round_above_k_times() -> Non
     mon.on_round_end(type("R", (), {"round": 1})())
     assert fed(mon, Snapshot(time=4, rx={a: 11000, b: 400})) == ["exfiltration"]  # 2000 this round
     assert fed(mon, Snapshot(time=5, rx={a: 12001, b: 500})) == ["exfiltration", "exfiltration"]
+
+
+def test_each_round_end_writes_that_rounds_bytes_and_events_keyed_by_round() -> None:
+    mon = monitor(expected_update_bytes=1000, k=3, overhead_bytes=0)
+    a, b = server_sock(C1, 51000), server_sock("10.0.0.12", 51001)
+    fed(mon, Snapshot(time=1, rx={a: 500, b: 100}, tx={a: 2000, b: 2000}))
+    mon.on_round_end(type("R", (), {"round": 1})())
+    fed(mon, Snapshot(time=2, rx={a: 4600, b: 700}, tx={a: 4000, b: 4000}))  # a: 4100 up in round 2
+    mon.on_round_end(type("R", (), {"round": 2})())
+    mon.new_round(3)  # nothing moved in round 3
+    rows = [r for r in mon._pending or [] if r["type"] == "round"]
+    assert [r["round"] for r in rows] == [1, 2, 3]
+    assert (rows[0]["upload"], rows[0]["download"], rows[0]["events"]) == (600, 4000, {})
+    assert rows[1]["connections"] == [
+        {"client": f"{C1}:51000", "server_port": PORT, "upload": 4100, "download": 2000},
+        {"client": "10.0.0.12:51001", "server_port": PORT, "upload": 600, "download": 2000}]
+    assert rows[1]["events"] == {"exfiltration": 1} and rows[1]["upload"] == 4700
+    assert (rows[2]["upload"], rows[2]["download"], rows[2]["connections"], rows[2]["events"]) == (0, 0, [], {})
 
 
 def test_expected_update_size_comes_from_the_run_when_not_given() -> None:
@@ -213,6 +270,7 @@ def test_ss_backend_counts_a_socket_once_through_accept_close_and_disappearance(
 
     line = "{state} 0 0 10.0.0.1:7788 10.0.0.11:51000 {users}ino:{ino} sk:2a <-> bytes_received:{rx} segs_in:3"
     polls = iter([
+        "",  # the monitor starts before the connection (one open at the first poll counts from then on)
         line.format(state="ESTAB", users="", ino=0, rx=4000),  # queued, not yet accepted
         line.format(state="ESTAB", users='users:(("fedra",pid=100,fd=5)) ', ino=77, rx=10000),
         line.format(state="LAST-ACK", users="", ino=0, rx=10000),  # closed by its owner
@@ -229,8 +287,8 @@ def test_ss_backend_counts_a_socket_once_through_accept_close_and_disappearance(
     monkeypatch.setattr(_sockdiag.subprocess, "run", lambda *a, **k: Done(next(polls)))
     monkeypatch.setattr(_sockdiag.SsBackend, "_resets", lambda self, timeout: 0)
     backend = _sockdiag.SsBackend(MonitorRules(ports=(PORT,)), 1.0, lambda s: None)
-    snaps = [backend.poll() for _ in range(4)]
-    assert [sum(s.rx.values()) for s in snaps] == [4000, 10000, 10000, 10000]
+    snaps = [backend.poll() for _ in range(5)]
+    assert [sum(s.rx.values()) for s in snaps] == [0, 4000, 10000, 10000, 10000]
     (key,) = snaps[-1].rx
     assert (key.pid, key.comm) == (100, "fedra")  # the owner seen while it was open
     assert snaps[-1].inbound == {(C1, 51000, PORT): 1}

@@ -3,7 +3,13 @@
 Training runs in a sandbox by default (``--sandbox auto``): a warm worker process that sees only the
 user's module, this client's data (read-only) and a work directory, has no network, and runs under
 memory, CPU and process limits (see :mod:`fedra.linux`). This process keeps the server connection and
-hands the worker tasks over a socket. The worker is this module again: :func:`sandbox_worker`.
+hands the worker tasks over a socket. The worker is this module again: :func:`sandbox_worker`. A task
+that runs past ``--task-timeout`` is killed with its worker and reported as that task's failure.
+
+``--monitor`` runs the traffic monitor (:class:`fedra.linux.Monitor`) here, on the server connection and
+on the sandbox's cgroup v2 label, so training code that tries the network is a ``sandbox_connect`` event.
+Events and one ``round`` line per round go to ``--traffic-jsonl`` (outside the work directory, which the
+training code could rewrite) and to the log.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import signal
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,7 +35,9 @@ from fedra.job import JobSpec
 
 if TYPE_CHECKING:
     from fedra.data import Dataset
+    from fedra.linux import Monitor
     from fedra.runtime import ClientApp, SandboxedRunner, TaskRunner
+    from fedra.transport.base import Buffer, Task
 
 __all__ = ["client", "sandbox_worker"]
 
@@ -72,6 +81,17 @@ def client(
     work_dir: Annotated[Path | None, typer.Option(
         "--work-dir", show_default=False,
         help="Training's only writable directory (job: sandbox.work_dir; default: a temporary one).")] = None,
+    task_timeout: Annotated[float | None, typer.Option(
+        "--task-timeout", min=0.001, show_default=False,
+        help="Seconds one sandboxed task may run before its worker is killed (job: sandbox.task_timeout).")] = None,
+    monitor: Annotated[bool, typer.Option(
+        "--monitor", help="Account this client's traffic to the server (eBPF, else ss) and report anomalies, "
+                          "e.g. training that tries the network; events and per-round counters go to "
+                          "--traffic-jsonl and the log.")] = False,
+    traffic_jsonl: Annotated[Path | None, typer.Option(
+        "--traffic-jsonl", show_default=False,
+        help="With --monitor: the JSON lines file for events and counters (default: traffic-NAME.jsonl "
+             "in the current directory; never inside the sandbox's work directory).")] = None,
 ) -> None:
     """Serve tasks from a fedra server until it says the job is finished."""
     with exit_codes():
@@ -106,13 +126,24 @@ def client(
         with contextlib.ExitStack() as stack:
             # the sandboxed worker starts before the first connection: a broken module fails here, at once
             runner = _sandboxed_runner(stack, job, mode, data=data, ds=ds, memory_mib=memory_mib, cpu=cpu,
-                                       pids=pids, work_dir=work_dir)
+                                       pids=pids, work_dir=work_dir, task_timeout=task_timeout, label=monitor)
             app: ClientApp | TaskRunner = runner if runner is not None else UserApp(
                 job.module_path(), framework=job.job.framework, partitions=lambda _cid: ds)
+            if monitor:
+                app = _monitored(stack, app, server=server, runner=runner,
+                                 jsonl=traffic_jsonl or Path(f"traffic-{name}.jsonl"))
             connector = (GrpcConnector.mutual_tls(server, certs, name) if certs is not None
                          else GrpcConnector(server, client_id=name))
+            from fedra.deploy import Notifier, WatchedConnection
+
+            # systemd (Type=notify, fedra deploy systemd): ready once training's sandbox is up; each pull
+            # renews the watchdog's heartbeat for one round, so a task hung past that gets us restarted.
+            # A no-op when no service manager started us.
+            sd = stack.enter_context(Notifier())
+            round_s = (job.strategy.round_timeout or 600.0) + 120.0
+            sd.ready(f"client {name} of {server}: starting", within=round_s)
             try:
-                done = serve(connector, app, stop=stop, wait=5.0)
+                done = serve(WatchedConnection(connector, sd, within=round_s), app, stop=stop, wait=5.0)
             finally:
                 connector.close()
         typer.echo(f"{name}: served {done} tasks")
@@ -120,7 +151,8 @@ def client(
 
 def _sandboxed_runner(stack: contextlib.ExitStack, job: JobSpec, mode: str, *, data: Path | None,
                       ds: Dataset, memory_mib: int | None, cpu: float | None, pids: int | None,
-                      work_dir: Path | None) -> SandboxedRunner | None:
+                      work_dir: Path | None, task_timeout: float | None = None,
+                      label: bool = False) -> SandboxedRunner | None:
     """The sandboxed worker that runs this client's tasks, or ``None`` when training runs unsandboxed."""
     from fedra.linux import (
         Limits,
@@ -131,7 +163,11 @@ def _sandboxed_runner(stack: contextlib.ExitStack, job: JobSpec, mode: str, *, d
     )
     from fedra.runtime import SandboxedRunner, TaskFailed
 
+    timeout = task_timeout if task_timeout is not None else job.sandbox.task_timeout
     if mode == "off":
+        if timeout is not None:
+            log.warning("--sandbox off: tasks run in this process and cannot be stopped; the task timeout "
+                        "(%g s) applies only to sandboxed training", timeout)
         return None
     hint = "--sandbox off runs training unsandboxed on purpose; --sandbox on makes this an error"
     reason = sandbox_unavailable_reason()
@@ -173,13 +209,82 @@ def _sandboxed_runner(stack: contextlib.ExitStack, job: JobSpec, mode: str, *, d
     command = [sys.executable, "-P", "-c", "from fedra.cli.client import sandbox_worker; "
                "raise SystemExit(sandbox_worker())", json.dumps(worker)]
     runner = stack.enter_context(SandboxedRunner(
-        command, SandboxConfig(work_dir=work, read_only=tuple(read_only), limits=limits)))
+        command, SandboxConfig(work_dir=work, read_only=tuple(read_only), limits=limits), task_timeout=timeout,
+        label=label))
     try:
         runner.start()
     except TaskFailed as exc:
         raise SandboxError(f"the sandboxed training worker did not start: {exc}") from exc
     log.info("training in a sandbox (work directory %s, limits %s)", work, limits)
     return runner
+
+
+@dataclass(frozen=True)
+class _ModelSize:
+    """What :meth:`fedra.linux.Monitor.on_run_start` reads: the size of one update."""
+
+    model_bytes: int
+
+
+class _Monitored:
+    """Runs each task on ``inner`` and tells the traffic monitor where rounds start and what an update weighs.
+
+    A client sees no round end: the first task of round N ends round N - 1 for the monitor (its
+    exfiltration window and its ``round`` line). So a client's round N counts round N's update going up
+    and round N + 1's model coming down (round 0: the first model). The first task's arrays give the
+    expected update size.
+    """
+
+    def __init__(self, inner: ClientApp | TaskRunner, monitor: Monitor) -> None:
+        self.inner = inner
+        self.monitor = monitor
+        self.round: int | None = None
+
+    def run_task(self, payload: Buffer, task: Task) -> bytearray:
+        from fedra.errors import FedraError
+        from fedra.records import decode_message
+        from fedra.runtime import RoundPayload, TaskRunner, run_task
+
+        try:
+            msg = decode_message(payload)  # zero-copy: reads the header, not the arrays
+        except FedraError:
+            msg = None  # the task itself fails below, with the decoder's message
+        rnd = msg.meta.get("round") if msg is not None else None
+        if msg is not None and isinstance(rnd, int) and rnd != self.round:
+            if self.round is None:
+                self.monitor.on_run_start(_ModelSize(sum(a.nbytes for a in msg.arrays.values())))
+            self.monitor.new_round(rnd - 1)
+            self.round = rnd
+        if isinstance(self.inner, TaskRunner):
+            return self.inner.run_task(payload, task)
+        return run_task(self.inner, RoundPayload.decode(payload), task)
+
+
+def _monitored(stack: contextlib.ExitStack, app: ClientApp | TaskRunner, *, server: str,
+               runner: SandboxedRunner | None, jsonl: Path) -> _Monitored:
+    """Start the traffic monitor on the server connection (and the sandbox's label group) for ``app``."""
+    from fedra.linux import Monitor, MonitorRules
+
+    host, _, port = server.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--monitor: expected --server HOST:PORT, got {server!r}")
+    jsonl = jsonl.resolve()
+    work = runner.config.work_dir.resolve() if runner is not None else None
+    if work is not None and (jsonl == work or work in jsonl.parents):
+        raise ConfigError(f"--traffic-jsonl {jsonl}: expected a file outside the sandbox's work directory "
+                          f"{work}, which the training code can rewrite")
+    cgroup = runner.cgroup_id if runner is not None else None
+    if cgroup is None:
+        log.warning("--monitor: training is not in a labelled sandbox, so network use by training code "
+                    "cannot be told apart; only the server connection is accounted")
+    mon = Monitor(MonitorRules(ports=(int(port),), watch_cgroups=frozenset({cgroup} if cgroup else ())),
+                  jsonl=jsonl).start()
+    watched = _Monitored(app, mon)
+    stack.callback(lambda: mon.stop(last_round=watched.round))
+    log.info("traffic monitor (%s%s) on port %s, watching cgroup %s; events and counters in %s",
+             mon.backend, f", eBPF not available: {mon.fallback_reason}" if mon.fallback_reason else "",
+             port, cgroup or "-", jsonl)
+    return watched
 
 
 def sandbox_worker() -> int:

@@ -71,9 +71,16 @@ def server(
         # Imported here so `fedra --help` stays fast and free of grpc.
         from fedra.app import UserApp
         from fedra.runtime import RoundDriver
-        from fedra.simulation import build_strategy, driver_config, load_data
+        from fedra.simulation import (
+            build_privacy,
+            build_strategy,
+            driver_config,
+            load_data,
+            noise_seed,
+        )
         from fedra.transport.grpc import GrpcTransport
 
+        privacy = build_privacy(job)  # before listening: a bad [privacy] fails before clients connect
         data = load_data(job)
         evaluator_app = UserApp(job.module_path(), framework=job.job.framework,
                                 partitions=lambda _cid: data.test)
@@ -104,6 +111,12 @@ def server(
         else:
             transport = GrpcTransport(bind)
         traffic = None
+        from fedra.deploy import Notifier, NotifyObserver, heartbeat_window
+
+        # systemd (Type=notify, fedra deploy systemd): readiness, a status per round, and a watchdog fed
+        # only while each round keeps its deadlines; a no-op when no service manager started us
+        sd = Notifier()
+        window = heartbeat_window(job, wait_clients)
         try:
             if monitor:
                 from fedra.linux import Monitor, MonitorRules
@@ -115,6 +128,7 @@ def server(
                                  if traffic.fallback_reason else ""), soft_wrap=True, highlight=False)
             host = bind.rsplit(":", 1)[0]
             console.print(f"listening on {host}:{transport.port}; run directory {run_dir}", highlight=False)
+            sd.ready(f"listening on {host}:{transport.port}; waiting for clients", within=window)
             need = job.strategy.min_clients
             found = transport.wait_for_clients(need, timeout=wait_clients)
             if len(found) < need:
@@ -126,8 +140,9 @@ def server(
                                  evaluator=evaluate,
                                  observers=[ConsoleObserver(console, quiet=quiet),
                                             JsonlObserver(run_dir / "metrics.jsonl"),
-                                            *([] if traffic is None else [traffic])],
-                                 checkpoints=store)
+                                            *([] if traffic is None else [traffic]),
+                                            NotifyObserver(sd, within=window)],
+                                 checkpoints=store, privacy=privacy, noise_seed=noise_seed(job))
             result = driver.run()
             save_outputs(job, run_dir, result)
             transport.finish(linger=3.0)
@@ -135,5 +150,8 @@ def server(
             transport.close()
             if traffic is not None:
                 traffic.stop()
+            sd.close()
+        if result.stop_reason is not None:
+            console.print(f"stopped early: {result.stop_reason}", soft_wrap=True, highlight=False, markup=False)
         console.print(f"model digest {result.digest}", highlight=False)
         console.print(f"saved model, metrics and plot in {run_dir}", soft_wrap=True, highlight=False)

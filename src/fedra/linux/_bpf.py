@@ -15,6 +15,9 @@ Probes (only tracepoints and BTF struct access: this kernel has no kprobes):
 - For watched cgroups only: ``syscalls:sys_enter/exit_socket`` and ``sys_enter/exit_connect``. A socket()
   denied by seccomp never reaches ``sys_enter_socket`` (seccomp runs first) but does reach
   ``sys_exit_socket`` with the error, so an exit without an enter is counted as a denied attempt.
+- ``syscalls:sys_enter_getsid`` from the monitor's own process with a pid no process can have
+  (:data:`FLUSH_PID`): a dump on demand (:meth:`BpfBackend.flush`), so a round's counters are read when
+  the round ends rather than up to one interval later. The call itself fails with ``ESRCH``.
 
 Limits: IPv4 and IPv4-mapped IPv6 peers are reported by address; a native IPv6 peer shows as ``::``.
 cgroup matching is exact (a process in a child of a watched group is not matched): watch the leaf groups.
@@ -22,6 +25,7 @@ cgroup matching is exact (a process in a child of a watched group is not matched
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -39,7 +43,7 @@ from typing import IO, Any
 from fedra.errors import ConfigError
 from fedra.linux._monitor_types import MonitorRules, SandboxKey, Snapshot, SocketKey
 
-__all__ = ["BpfBackend", "bpf_unavailable_reason", "bpftrace_program", "cgroup2_mount", "cgroup_id", "parse_maps"]
+__all__ = ["FLUSH_PID", "BpfBackend", "bpf_unavailable_reason", "bpftrace_program", "cgroup2_mount", "cgroup_id", "parse_maps"]
 
 log = logging.getLogger("fedra.monitor")
 
@@ -48,8 +52,13 @@ _TRACEPOINTS = ("sock/sock_send_length", "sock/sock_recv_length", "sock/inet_soc
                 "tcp/tcp_retransmit_skb", "tcp/tcp_send_reset", "tcp/tcp_receive_reset")
 #: printed after each dump, so the reader knows a snapshot is complete
 _MARK = "fedra-snapshot"
+#: printed by the BEGIN probe, which bpftrace fires once every other probe is attached; its
+#: ``attached_probes`` message comes earlier, while it is still attaching them
+_ATTACHED = "fedra-attached"
 _MAPS = ("@tx", "@rx", "@inbound", "@retrans", "@rst", "@sandbox")
 _SOCKET_WHAT = {0: "socket", 1: "connect"}
+#: getsid() of this pid from the monitor's process asks the program for a dump; above any pid_max (2**22)
+FLUSH_PID = (1 << 30) + 0xFED
 
 
 def cgroup2_mount() -> Path | None:
@@ -122,7 +131,7 @@ def _any(names: list[str], ports: tuple[int, ...]) -> str:
     return " || ".join(f"{n} == {p}" for n in names for p in ports)
 
 
-def bpftrace_program(rules: MonitorRules, interval: float) -> str:
+def bpftrace_program(rules: MonitorRules, interval: float, *, flush_pid: int | None = None) -> str:
     """The bpftrace program for ``rules``.
 
     Parameters
@@ -131,6 +140,8 @@ def bpftrace_program(rules: MonitorRules, interval: float) -> str:
         Its ports and watched cgroups are compiled into the probes' filters.
     interval:
         Seconds between map dumps (rounded to milliseconds, at least 10 ms).
+    flush_pid:
+        The process whose ``getsid(FLUSH_PID)`` calls ask for a dump at once (``None``: no such probe).
 
     Returns
     -------
@@ -196,6 +207,10 @@ tracepoint:syscalls:sys_exit_connect /{in_cg}/ {{
     dump = "".join(f"print({m}); " for m in maps) + f'printf("{_MARK}\\n");'
     clear = "".join(f"clear({m}); " for m in (*maps, *(("@fam", "@cfam") if in_cg else ())))
     text += f"interval:ms:{ms} {{ {dump} }}\nEND {{ {dump} {clear}}}\n"
+    text += f'BEGIN {{ printf("{_ATTACHED}\\n"); }}\n'
+    if flush_pid is not None:
+        text += (f"tracepoint:syscalls:sys_enter_getsid /pid == {flush_pid} && args->pid == {FLUSH_PID}/ "
+                 f"{{ {dump} }}\n")
     return text
 
 
@@ -254,7 +269,7 @@ class BpfBackend:
         self.rules = rules
         self.interval = interval
         self.on_snapshot = on_snapshot
-        self.program = bpftrace_program(rules, interval)
+        self.program = bpftrace_program(rules, interval, flush_pid=os.getpid())
         self._proc: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None
         self._thread: threading.Thread | None = None
@@ -283,6 +298,11 @@ class BpfBackend:
                 raise ConfigError(f"expected bpftrace to attach its tracepoints within {timeout:.0f} s, "
                                   f"but it did not: {why}; use the ss fallback (--fallback) on this host")
 
+    def flush(self) -> None:
+        """Ask the program for a dump now (it arrives, as every dump, through ``on_snapshot``)."""
+        with contextlib.suppress(OSError):  # ESRCH, always: the call is only a signal to the probe
+            os.getsid(FLUSH_PID)
+
     def _stderr_text(self) -> str:
         if self._stderr is None:
             return ""
@@ -305,7 +325,7 @@ class BpfBackend:
                 log.debug("bpftrace printed a line that is not JSON: %r", line)
                 continue
             kind = msg.get("type")
-            if kind == "attached_probes":
+            if kind == "printf" and str(msg.get("data", "")).strip() == _ATTACHED:
                 self._attached.set()
             elif kind == "map":
                 maps.update(msg["data"])

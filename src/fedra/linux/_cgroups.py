@@ -17,6 +17,12 @@ OOM kills   memory.oom_control: oom_kill N    memory.events: oom_kill N
 A controller is taken from v2 when the unified tree offers it, else from its v1 tree: hybrid hosts
 (like the ones fedra is developed on: v1 for cpu/memory/pids, an empty cgroup2 tree) work, and so do
 pure v2 hosts. ``root=`` points the module at another tree (a fake v2 tree in the tests).
+
+**Labels.** eBPF sees a process's cgroup v2 id only (``bpf_get_current_cgroup_id``). On a hybrid host
+the limits live in v1 groups, which eBPF cannot tell apart, so ``label=True`` also makes a group of the
+same name in the cgroup2 tree, with no controllers: the sandbox's processes join it too, and its id
+(:attr:`Cgroup.cgroup_id`) is what the traffic monitor watches. Where the limits are in v2 already, the
+limits group is its own label. A label alone (no limits) is a v2 group with no controllers.
 """
 
 from __future__ import annotations
@@ -158,15 +164,17 @@ class Cgroup:
     Use :meth:`create`. ``version`` is 1 or 2; ``dirs`` maps each controller to its group's directory.
     """
 
-    def __init__(self, *, version: int, dirs: dict[str, Path], limits: Limits) -> None:
+    def __init__(self, *, version: int, dirs: dict[str, Path], limits: Limits, label: Path | None = None) -> None:
         self.version = version
         self.dirs = dirs
         self.limits = limits
+        #: the group's directory in the cgroup2 tree, when it was made with ``label=True``
+        self.label = label
         self._closed = False
 
     @classmethod
     def create(cls, limits: Limits, *, name: str | None = None, root: str | os.PathLike[str] | None = None,
-               proc_cgroup: str | None = None) -> Cgroup:
+               proc_cgroup: str | None = None, label: bool = False) -> Cgroup:
         """Make a child group under this process's own group and apply ``limits``.
 
         Parameters
@@ -180,6 +188,9 @@ class Cgroup:
             else a v1 layout with one directory per controller. For tests.
         proc_cgroup
             The text of ``/proc/self/cgroup`` to use instead of this process's (with ``root``, for tests).
+        label
+            Also be a group of the cgroup2 tree (see the module notes), so eBPF can tell its processes
+            apart; with no limits, make just that group.
 
         Raises
         ------
@@ -196,7 +207,7 @@ class Cgroup:
         else:
             v2_mount, v1_mounts = _parse_mountinfo(_read(Path("/proc/self/mountinfo")))
         needed = limits.controllers
-        if not needed:
+        if not needed and not label:
             raise CgroupError("no limits to apply: set memory_mib, cpu or pids")
         v2_dir = _under(v2_mount, own_v2) if v2_mount is not None and own_v2 is not None else None
         offered = set(_read(v2_dir / "cgroup.controllers").split()) if v2_dir and (
@@ -205,10 +216,15 @@ class Cgroup:
             group = cls(version=2, dirs={}, limits=limits)
             try:
                 group._create_v2(v2_dir, name, needed)
+                if label:
+                    group.label = v2_dir / name
             except BaseException:
                 group.close()
                 raise
             return group
+        if label and v2_dir is None:
+            raise CgroupError("expected a cgroup2 (unified) tree to label the sandbox's processes for the "
+                              "traffic monitor, found none (mount -t cgroup2 none /sys/fs/cgroup/unified)")
         missing = [c for c in needed if c not in v1_mounts or c not in own_v1]
         if missing:
             where = f"the cgroup v2 group {v2_dir} offers {' '.join(sorted(offered)) or 'none'}" if v2_dir else \
@@ -224,6 +240,9 @@ class Cgroup:
                 # cpu and cpuacct often share one tree: one directory serves both
                 group.dirs[controller] = group._mkdir(parent / name)
             group._apply_v1()
+            if label:
+                assert v2_dir is not None  # checked above
+                group.label = group._mkdir(v2_dir / name)
         except BaseException:
             group.close()
             raise
@@ -295,7 +314,14 @@ class Cgroup:
             self._set(self.dirs["pids"] / "pids.max", str(lim.pids))
 
     def _unique_dirs(self) -> list[Path]:
-        return list(dict.fromkeys(self.dirs.values()))
+        return list(dict.fromkeys([*self.dirs.values(), *([self.label] if self.label is not None else [])]))
+
+    @property
+    def cgroup_id(self) -> int | None:
+        """The cgroup v2 id of the label (what eBPF reports for the processes inside), or ``None``."""
+        if self.label is None:
+            return None
+        return os.stat(self.label).st_ino
 
     @property
     def procs_files(self) -> list[Path]:

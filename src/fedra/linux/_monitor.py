@@ -18,7 +18,12 @@ Each event is a :class:`~fedra.linux._monitor_types.TrafficEvent`, handed to the
 WARNING on ``fedra.monitor`` and, with ``jsonl``, written as one JSON line (``"type": "event"``) next to
 periodic ``"type": "counters"`` lines. A monitor is also a run observer (``on_run_start``,
 ``on_round_end``): the server passes it to the round driver, so rounds bound the exfiltration window and the
-model's size becomes the expected update size.
+model's size becomes the expected update size. At each round's end (:meth:`Monitor.new_round`) it writes
+one ``"type": "round"`` line: that round's upload and download bytes, in all and per connection, and its
+events by kind, keyed by ``round`` like the lines of ``metrics.jsonl``, and logs it at INFO. It asks the
+backend for a snapshot first (a dump on demand, or an ``ss`` poll) and waits for it, at most
+``2 * interval``; if none comes, the latest one counts, and up to one interval of a round's traffic lands
+in the next round's line.
 
 Upload on a connection is what flows towards the federation port: bytes received by the server's socket,
 or sent by the client's. Where both ends are on this host (loopback, or namespaces of one kernel), the
@@ -55,6 +60,8 @@ class _Runner(Protocol):
     def start(self, timeout: float = ...) -> None: ...
 
     def stop(self) -> None: ...
+
+    def flush(self) -> None: ...
 
 
 class Monitor:
@@ -115,6 +122,13 @@ class Monitor:
         self._counters_at = 0.0
         self._seen_inbound: set[tuple[str, int, int]] = set()
         self._pending: list[dict[str, Any]] | None = []
+        # where the round now open started: upload and download per connection, and the events so far
+        self._round_up: dict[ConnKey, int] = {}
+        self._round_down: dict[ConnKey, int] = {}
+        self._round_events = 0
+        self._snapshots = 0
+        self._stopping = False
+        self._arrived = threading.Condition(threading.Lock())
 
     # -- lifecycle -----------------------------------------------------------------------------------
 
@@ -133,6 +147,7 @@ class Monitor:
         """
         if self._runner is not None:
             raise ConfigError("expected a monitor that is not running; this one was started already")
+        self._counters_at = time.time()  # the first periodic counters line comes counters_every from now
         if self.jsonl is not None:
             self.jsonl.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.jsonl, "a", encoding="utf-8")  # noqa: SIM115 - lives until stop()
@@ -175,10 +190,17 @@ class Monitor:
         ss.start()
         return ss
 
-    def stop(self) -> None:
-        """Stop the backend (taking a last snapshot), write the final counters and close ``jsonl``."""
+    def stop(self, *, last_round: int | None = None) -> None:
+        """Stop the backend (taking a last snapshot), write the final counters and close ``jsonl``.
+
+        ``last_round``: the number of the round still open, whose ``round`` line is then written (a
+        client, which sees no round end, passes the last round it served).
+        """
+        self._stopping = True  # the backend's last snapshot, taken as it stops, is the freshest there is
         if self._runner is not None:
             self._runner.stop()
+        if last_round is not None:
+            self.new_round(last_round)
         with self._lock:
             self._write({"type": "counters", "time": time.time(), **self.counters()})
             if self._file is not None:
@@ -210,11 +232,33 @@ class Monitor:
     def new_round(self, number: int | None = None) -> None:
         """Start a new exfiltration window at the latest snapshot's counters (``number``: the round that
         ended), and write the counters so far to ``jsonl``."""
+        if self._runner is not None and not self._stopping:
+            self.flush()
         with self._lock:
             self._round = self._round + 1 if number is None else number
             self._window_base = self._uploads(self._last)
             self._flagged = set()
+            row = self._round_row()
+            self._write(row)
             self._write({"type": "counters", "time": time.time(), **self.counters()})
+        log.info("traffic in round %d: %d bytes up, %d bytes down on %d connection(s); events %s",
+                 row["round"], row["upload"], row["download"], len(row["connections"]), row["events"] or "none")
+
+    def _round_row(self) -> dict[str, Any]:
+        """The ``round`` line of the round that just ended (``self._round``), and start the next one."""
+        up, down = self._window_base, _downloads(self._last, self._conn)
+        conns = []
+        for c in sorted(up.keys() | down.keys(), key=str):
+            u, d = up.get(c, 0) - self._round_up.get(c, 0), down.get(c, 0) - self._round_down.get(c, 0)
+            if u or d:
+                conns.append({"client": c.client, "server_port": c.server_port, "upload": u, "download": d})
+        kinds: dict[str, int] = {}
+        for ev in self.events[self._round_events:]:
+            kinds[ev.kind] = kinds.get(ev.kind, 0) + 1
+        self._round_up, self._round_down, self._round_events = dict(up), down, len(self.events)
+        return {"type": "round", "time": time.time(), "round": self._round, "backend": self.backend,
+                "upload": sum(c["upload"] for c in conns), "download": sum(c["download"] for c in conns),
+                "connections": conns, "events": kinds}
 
     # -- counters ------------------------------------------------------------------------------------
 
@@ -281,6 +325,27 @@ class Monitor:
 
     # -- rules ---------------------------------------------------------------------------------------
 
+    def flush(self, timeout: float | None = None) -> bool:
+        """Have the backend take a snapshot now and wait for it (at most ``timeout``, default
+        ``2 * interval``); ``False`` if none arrived in time (or the monitor is not running)."""
+        runner = self._runner
+        if runner is None:
+            return False
+        deadline = time.monotonic() + (2 * self.interval if timeout is None else timeout)
+        with self._arrived:
+            seen = self._snapshots
+        pause = 0.05
+        while True:
+            # asked again after a pause: bpftrace reports its probes attached a moment before they all are
+            runner.flush()
+            left = deadline - time.monotonic()
+            with self._arrived:
+                if self._arrived.wait_for(lambda: self._snapshots > seen, max(0.0, min(pause, left))):
+                    return True
+            if left <= pause:
+                return False
+            pause *= 2
+
     def _on_snapshot(self, snap: Snapshot) -> None:
         with self._lock:
             prev, self._last = self._last, snap
@@ -291,6 +356,9 @@ class Monitor:
             if self._file is not None and snap.time - self._counters_at >= self.counters_every:
                 self._counters_at = snap.time
                 self._write({"type": "counters", "time": snap.time, **self.counters()})
+        with self._arrived:  # after the snapshot is in: a flush() waiting for it reads it next
+            self._snapshots += 1
+            self._arrived.notify_all()
         for ev in events:
             log.warning("traffic anomaly %s: %s (pid %d %s, peer %s, %d bytes, %d times) [%s]", ev.kind,
                         ev.detail, ev.pid, ev.comm, ev.peer or "-", ev.bytes, ev.count, ev.backend)

@@ -185,16 +185,24 @@ class SandboxProcess:
     """
 
     def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket, cgroup: Cgroup | None,
-                 config: SandboxConfig) -> None:
+                 config: SandboxConfig, *, owns_cgroup: bool = True) -> None:
         self.proc = proc
         self.sock = sock
         self.cgroup = cgroup
         self.config = config
+        self._owns_cgroup = owns_cgroup
         self._oom_base = cgroup.oom_kills() if cgroup is not None else 0
 
     @classmethod
-    def start(cls, command: Sequence[str], config: SandboxConfig) -> SandboxProcess:
+    def start(cls, command: Sequence[str], config: SandboxConfig, *, cgroup: Cgroup | None = None) -> SandboxProcess:
         """Start ``command`` in a new sandbox.
+
+        Parameters
+        ----------
+        cgroup
+            An empty group to run in, kept (emptied) at :meth:`close`: one group serves every sandbox a
+            client starts in turn, so its cgroup id, which the traffic monitor watches, stays the same.
+            By default a group with ``config.limits`` is made, and removed at :meth:`close`.
 
         Raises
         ------
@@ -204,7 +212,9 @@ class SandboxProcess:
             The limits cannot be applied.
         """
         Path(config.work_dir).mkdir(parents=True, exist_ok=True)
-        cgroup = Cgroup.create(config.limits) if config.limits.controllers else None
+        owns = cgroup is None
+        if cgroup is None and config.limits.controllers:
+            cgroup = Cgroup.create(config.limits)
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             argv = bwrap_argv(config, command, fd=theirs.fileno())
@@ -214,14 +224,14 @@ class SandboxProcess:
                                     start_new_session=True)  # the client's Ctrl-C is the client's to handle
         except BaseException as exc:
             ours.close()
-            if cgroup is not None:
+            if cgroup is not None and owns:
                 cgroup.close()
             if isinstance(exc, OSError):
                 raise SandboxError(f"cannot start the sandbox: {exc}") from exc
             raise
         finally:
             theirs.close()
-        return cls(proc, ours, cgroup, config)
+        return cls(proc, ours, cgroup, config, owns_cgroup=owns)
 
     @property
     def pid(self) -> int:
@@ -240,7 +250,9 @@ class SandboxProcess:
             return None
 
     def close(self, *, timeout: float = 5.0) -> None:
-        """Close the socket, give the command ``timeout`` seconds to exit, then kill the whole sandbox."""
+        """Close the socket, give the command ``timeout`` seconds to exit, then kill the whole sandbox.
+
+        Its cgroup is removed if :meth:`start` made it, else emptied."""
         with contextlib.suppress(OSError):
             self.sock.close()
         if self.wait(timeout) is None:
@@ -249,4 +261,7 @@ class SandboxProcess:
                 self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
         if self.cgroup is not None:
-            self.cgroup.close()
+            if self._owns_cgroup:
+                self.cgroup.close()
+            else:
+                self.cgroup.kill()

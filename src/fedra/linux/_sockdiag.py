@@ -20,6 +20,10 @@ What it cannot see, and why the eBPF backend is preferred:
   (any port, so other traffic's resets count too);
 - other namespaces: one backend watches one namespace (eBPF sees all of them).
 
+Like eBPF, which counts from the moment it attaches, a connection already open at the first poll is
+counted from then on (its counters at that poll are subtracted): a monitor started against a running
+federation sees that round's traffic, not all the connection ever carried.
+
 Bytes sent are ``bytes_sent - bytes_retrans`` (what the application handed over and TCP put on the
 wire once), which equals the eBPF count once the send queue has drained.
 """
@@ -130,9 +134,14 @@ class SsBackend:
         self.netns = netns
         self._ports = frozenset(rules.ports)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by flush() or stop(): poll now rather than at the interval
         self._thread: threading.Thread | None = None
         # last seen per socket (by cookie and 4-tuple), kept after it closes
         self._socks: dict[tuple[int, str, int, str, int], tuple[SocketKey, int, int, int]] = {}
+        # counters of the sockets open at the first poll, as they were then: like eBPF, which counts from
+        # the moment it attaches, the monitor counts what a connection carries after it started
+        self._base: dict[tuple[int, str, int, str, int], tuple[int, int, int]] = {}
+        self._polls = 0
         self._inbound: dict[tuple[str, int, int], set[int]] = {}
         self._sandbox: dict[SandboxKey, set[int]] = {}
         self._rst_base: int | None = None
@@ -164,7 +173,11 @@ class SsBackend:
         self._thread.start()
 
     def _loop(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
                 self.on_snapshot(self.poll())
             except Exception:  # a failed poll must not end monitoring
@@ -173,6 +186,7 @@ class SsBackend:
     def stop(self) -> None:
         """Stop polling, after one last poll."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
             self._thread = None
@@ -181,6 +195,10 @@ class SsBackend:
             except Exception:
                 log.exception("the ss fallback failed on its last poll")
         self._remove_nft()
+
+    def flush(self) -> None:
+        """Poll now (from the polling thread) rather than at the end of the interval."""
+        self._wake.set()
 
     def _nft(self, script: str, timeout: float = 10.0) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self._cmd("nft", "-f", "-"), input=script, capture_output=True, text=True,
@@ -281,14 +299,19 @@ class SsBackend:
             ident = (s.cookie, s.laddr, s.lport, s.raddr, s.rport)
             key = SocketKey(s.pid, s.comm, cg, s.laddr, s.lport, s.raddr, s.rport)
             old = self._socks.get(ident)
+            if self._polls == 0:
+                self._base.setdefault(ident, (s.tx, s.rx, s.retrans))
             if old is not None and s.pid == 0:
                 key = old[0]  # ss lost the owner (closing): keep the last one seen
             self._socks[ident] = (key, max(s.tx, old[1] if old else 0), max(s.rx, old[2] if old else 0),
                                   max(s.retrans, old[3] if old else 0))
             if s.lport in self._ports and s.rport not in self._ports:
                 self._inbound.setdefault((s.raddr, s.rport, s.lport), set()).add(ident[0])
+        self._polls += 1
         snap = Snapshot(time=now)
-        for key, tx, rx, rt in self._socks.values():
+        for ident, (key, tx, rx, rt) in self._socks.items():
+            b_tx, b_rx, b_rt = self._base.get(ident, (0, 0, 0))
+            tx, rx, rt = max(0, tx - b_tx), max(0, rx - b_rx), max(0, rt - b_rt)
             snap.tx[key] = snap.tx.get(key, 0) + tx
             snap.rx[key] = snap.rx.get(key, 0) + rx
             four = (key.laddr, key.lport, key.raddr, key.rport)

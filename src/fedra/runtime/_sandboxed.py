@@ -18,23 +18,37 @@ worker      ``failed`` (+ ``error``)   (the user's code raised; the worker goes 
 ==========  =========================  ==========================================
 
 When the worker dies during a task, the task fails with the reason: ``out of memory (limit N MiB)``
-when the sandbox's memory cgroup counted an OOM kill, else how the process ended. The next task starts a
-fresh worker.
+when the sandbox's memory cgroup counted an OOM kill, else how the process ended. A task that takes
+longer than ``task_timeout`` (an endless loop, a deadlock) fails with ``task timed out after N s`` and
+its worker is killed. Either way the next task starts a fresh worker. A worker that cannot load the
+user's module says why (``failed``) and the runner raises :class:`~fedra.errors.UserCodeError`.
+
+The runner makes one cgroup for all the workers it starts in turn (emptied when one dies, removed at
+:meth:`SandboxedRunner.close`): its limits hold for each, and with ``label=True`` its cgroup v2 id
+(:attr:`SandboxedRunner.cgroup_id`) stays the same, so a traffic monitor started once keeps watching.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import socket
 import struct
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, final, runtime_checkable
 
-from fedra.errors import FedraError
-from fedra.linux import SANDBOX_FD_ENV, SandboxConfig, SandboxProcess, install_seccomp_filter
+from fedra.errors import FedraError, UserCodeError
+from fedra.linux import (
+    SANDBOX_FD_ENV,
+    Cgroup,
+    SandboxConfig,
+    SandboxProcess,
+    install_seccomp_filter,
+)
 from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES
 from fedra.runtime._client import ClientApp, RoundPayload, run_task
 from fedra.transport.base import Buffer, Task
@@ -58,18 +72,31 @@ class TaskRunner(Protocol):
     def run_task(self, payload: Buffer, task: Task) -> bytearray: ...
 
 
-def _send(sock: socket.socket, header: dict[str, Any], body: Buffer | None = None) -> None:
+def _until(sock: socket.socket, deadline: float | None) -> None:
+    """Make the socket's next call give up at ``deadline`` (a ``time.monotonic()``), if one is set."""
+    if deadline is not None:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the deadline passed")
+        sock.settimeout(left)
+
+
+def _send(sock: socket.socket, header: dict[str, Any], body: Buffer | None = None, *,
+          deadline: float | None = None) -> None:
     head = json.dumps(header, separators=(",", ":")).encode()
     size = memoryview(body).nbytes if body is not None else 0
+    _until(sock, deadline)
     sock.sendall(_PREFIX.pack(size, len(head)) + head)
     if size:
+        _until(sock, deadline)  # sendall's timeout bounds the whole call (Python >= 3.5)
         sock.sendall(memoryview(body).cast("B"))  # type: ignore[arg-type]  # body is set when size > 0
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytearray | None:
+def _recv_exactly(sock: socket.socket, n: int, deadline: float | None = None) -> bytearray | None:
     buf = bytearray(n)
     view, got = memoryview(buf), 0
     while got < n:
+        _until(sock, deadline)
         k = sock.recv_into(view[got:])
         if k == 0:
             return None  # the other side closed (or died)
@@ -77,17 +104,18 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytearray | None:
     return buf
 
 
-def _recv(sock: socket.socket, max_body: int) -> tuple[dict[str, Any], bytearray] | None:
-    """One message, or ``None`` when the peer closed the socket."""
-    prefix = _recv_exactly(sock, _PREFIX.size)
+def _recv(sock: socket.socket, max_body: int, *,
+          deadline: float | None = None) -> tuple[dict[str, Any], bytearray] | None:
+    """One message, or ``None`` when the peer closed the socket; ``TimeoutError`` past ``deadline``."""
+    prefix = _recv_exactly(sock, _PREFIX.size, deadline)
     if prefix is None:
         return None
     size, hlen = _PREFIX.unpack(prefix)
     if hlen > _MAX_HEADER or size > max_body:
         raise ConnectionError(f"sandbox message too large: header {hlen:,} bytes (at most {_MAX_HEADER:,}), "
                               f"body {size:,} bytes (at most {max_body:,})")
-    head = _recv_exactly(sock, hlen)
-    body = _recv_exactly(sock, size) if size else bytearray()
+    head = _recv_exactly(sock, hlen, deadline)
+    body = _recv_exactly(sock, size, deadline) if size else bytearray()
     if head is None or body is None:
         return None
     header = json.loads(head)
@@ -120,18 +148,31 @@ class SandboxedRunner:
         The largest reply accepted from the worker.
     ready_timeout
         Seconds a starting worker may take to load the app and say it is ready.
+    task_timeout
+        Seconds one task may take, from handing it over to its reply (``None``: no limit). Past it the
+        worker is killed and the task fails with ``task timed out after N s``.
+    label
+        Also put the workers in a cgroup v2 group of their own (see :class:`fedra.linux.Cgroup`), whose
+        id, :attr:`cgroup_id`, a traffic monitor can watch. Best effort: where it cannot be made, a
+        warning says why and the workers run unlabelled.
     """
 
     def __init__(self, command: Sequence[str], config: SandboxConfig, *,
-                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, ready_timeout: float = 300.0) -> None:
+                 max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES, ready_timeout: float = 300.0,
+                 task_timeout: float | None = None, label: bool = False) -> None:
+        if task_timeout is not None and not task_timeout > 0:
+            raise ValueError(f"task_timeout: expected a positive number of seconds or None, got {task_timeout}")
         self.command = list(command)
         self.config = config
         self.max_payload_bytes = max_payload_bytes
         self.ready_timeout = ready_timeout
+        self.task_timeout = task_timeout
+        self.label = label
         #: how many workers were started (1 after the first start; each death and restart adds one)
         self.starts = 0
         self._proc: SandboxProcess | None = None
         self._worker_pid: int | None = None
+        self._cgroup: Cgroup | None = None
 
     @property
     def worker_pid(self) -> int | None:
@@ -143,19 +184,47 @@ class SandboxedRunner:
         """The running sandbox, if any."""
         return self._proc
 
+    @property
+    def cgroup(self) -> Cgroup | None:
+        """The cgroup every worker of this runner runs in (made by the first :meth:`start`), if any."""
+        return self._cgroup
+
+    @property
+    def cgroup_id(self) -> int | None:
+        """The cgroup v2 id of the workers' label group (with ``label=True``, after :meth:`start`)."""
+        return self._cgroup.cgroup_id if self._cgroup is not None else None
+
+    def _make_cgroup(self) -> None:
+        limits = self.config.limits
+        if self._cgroup is not None or not (limits.controllers or self.label):
+            return
+        if self.label:
+            try:
+                self._cgroup = Cgroup.create(limits, label=True)
+                return
+            except FedraError as exc:
+                log.warning("the sandbox's processes cannot be labelled for the traffic monitor (%s); "
+                            "it will not see their network attempts", exc)
+                self.label = False
+        if limits.controllers:
+            self._cgroup = Cgroup.create(limits)
+
     def start(self) -> None:
         """Start a worker (if none runs) and wait until it has loaded the app.
 
         Raises
         ------
         TaskFailed
-            The worker could not start or load the app; the message says why.
+            The worker could not start; the message says why.
+        UserCodeError
+            The worker started but could not load the user's module (or data): the message is its error.
         """
         if self._proc is not None:
             return
         self.starts += 1
         try:
-            proc = SandboxProcess.start(self.command, self.config)
+            self._make_cgroup()
+            proc = SandboxProcess.start(self.command, self.config, cgroup=self._cgroup)
         except FedraError as exc:
             raise TaskFailed(f"sandbox: {exc}") from exc
         try:
@@ -166,10 +235,12 @@ class SandboxedRunner:
             proc.close(timeout=0)
             raise TaskFailed(f"sandbox: the worker did not start: {exc}") from exc
         if msg is None or msg[0].get("op") != "ready":
-            error = msg[0].get("error", "") if msg is not None else ""
+            error = str(msg[0].get("error", "")) if msg is not None else ""
             status = proc.wait(5.0)
             proc.close(timeout=0)
-            raise TaskFailed(f"sandbox: the worker did not start ({error or _how_it_ended(status)})")
+            if error:  # the worker is fine; what it was asked to load is not
+                raise UserCodeError(f"the sandboxed worker could not load the app: {error}")
+            raise TaskFailed(f"sandbox: the worker did not start ({_how_it_ended(status)})")
         self._proc = proc
         self._worker_pid = msg[0].get("pid")
 
@@ -180,24 +251,42 @@ class SandboxedRunner:
         ------
         TaskFailed
             The user's code raised (message ``Type: text``), the worker ran out of memory (message
-            ``out of memory (limit N MiB)``) or died otherwise; the next call starts a new worker.
+            ``out of memory (limit N MiB)``), took longer than ``task_timeout`` (``task timed out after
+            N s``) or died otherwise; the next call starts a new worker.
+        UserCodeError
+            A new worker could not load the user's module.
         """
         self.start()
         proc = self._proc
         assert proc is not None
+        deadline = None if self.task_timeout is None else time.monotonic() + self.task_timeout
         try:
             _send(proc.sock, {"op": "task", "task_id": task.task_id, "client_id": task.client_id,
-                              "nonce": task.nonce}, payload)
-            msg = _recv(proc.sock, self.max_payload_bytes)
+                              "nonce": task.nonce}, payload, deadline=deadline)
+            msg = _recv(proc.sock, self.max_payload_bytes, deadline=deadline)
+        except TimeoutError:
+            raise self._timed_out() from None
         except (OSError, ValueError) as exc:
             log.debug("sandbox socket failed: %s", exc)
             msg = None
+        finally:
+            if self._proc is not None:
+                with contextlib.suppress(OSError):
+                    proc.sock.settimeout(None)
         if msg is None:
             raise self._died()
         header, body = msg
         if header.get("op") == "reply":
             return body
         raise TaskFailed(str(header.get("error", "the sandboxed worker failed without a reason")))
+
+    def _timed_out(self) -> TaskFailed:
+        proc, self._proc = self._proc, None
+        assert proc is not None
+        proc.close(timeout=0)  # the socket is mid-message now: only a new worker can be trusted
+        reason = f"task timed out after {self.task_timeout:g} s"
+        log.warning("%s; its worker was killed and a new one will take the next task", reason)
+        return TaskFailed(reason)
 
     def _died(self) -> TaskFailed:
         proc, self._proc = self._proc, None
@@ -214,10 +303,13 @@ class SandboxedRunner:
         return TaskFailed(reason)
 
     def close(self) -> None:
-        """Stop the worker and remove its sandbox (idempotent)."""
+        """Stop the worker and remove its sandbox and cgroup (idempotent)."""
         proc, self._proc = self._proc, None
         if proc is not None:
             proc.close()
+        group, self._cgroup = self._cgroup, None
+        if group is not None:
+            group.close()
 
     def __enter__(self) -> SandboxedRunner:
         return self
