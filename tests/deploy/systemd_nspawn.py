@@ -77,7 +77,10 @@ class Machine:
         done = subprocess.run(["nsenter", "-t", str(self.leader), "-a", "/bin/sh", "-c", command],
                               capture_output=True, text=True, timeout=timeout, check=False)
         if check and done.returncode != 0:
-            raise AssertionError(f"in the machine, `{command}` exited {done.returncode}: {done.stderr}{done.stdout}")
+            journal = subprocess.run(["nsenter", "-t", str(self.leader), "-a", "journalctl", "--no-pager", "-n", "60",
+                                      "-u", "fedra-*"], capture_output=True, text=True, timeout=30, check=False)
+            raise AssertionError(f"in the machine, `{command}` exited {done.returncode}: {done.stderr}{done.stdout}\n"
+                                 f"journal of the fedra units:\n{journal.stdout}")
         return done
 
     def prop(self, unit: str, name: str) -> str:

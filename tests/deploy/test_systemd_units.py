@@ -153,12 +153,23 @@ def test_heartbeat_window_covers_one_whole_round(tmp_path: Path) -> None:
 def test_home_paths() -> None:
     assert home_paths(["/usr/lib", "/root/.pyenv/x", "/root/.pyenv", "/home/u/a", "/homework"]) == (
         "/root/.pyenv", "/home/u/a")
+    # PrivateTmp= hides /tmp and /var/tmp as ProtectHome= hides homes (a CI checkout under /tmp, say)
+    assert home_paths(["/tmp/ci/.venv", "/var/tmp/x", "/tmpx/y"]) == ("/tmp/ci/.venv", "/var/tmp/x")
+
+
+def test_an_installation_under_tmp_is_bound_back_without_opening_homes(tmp_path: Path) -> None:
+    _, files = rendered(tmp_path, read_only_paths=("/tmp/ci/.venv",))
+    unit = files[SERVER_UNIT]
+    assert "ProtectHome=yes" in unit and "ProtectHome=tmpfs" not in unit
+    assert "BindReadOnlyPaths=/tmp/ci/.venv" in unit and "PrivateTmp=yes" in unit
 
 
 def test_interpreter_paths_follow_the_script_to_its_python() -> None:
     found = interpreter_paths(FEDRA)
     assert str(Path(FEDRA).resolve().parent.parent) in found
     assert str(Path(sys.base_prefix).resolve()) in {str(Path(p).resolve()) for p in found}
+    import fedra  # this environment's: its code may live outside it (an editable install)
+    assert str(Path(fedra.__file__).resolve().parent.parent) in found
 
 
 def test_write_units_and_cli(tmp_path: Path) -> None:

@@ -26,10 +26,12 @@ a client unit as tight as the server's (1.1), and its training then has only the
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import fedra as fedra_package
 from fedra.errors import ConfigError
 from fedra.job import JobSpec
 
@@ -54,6 +56,12 @@ ENV_FILE = "fedra.env"
 SYSUSERS_FILE = "fedra.sysusers.conf"
 #: directories ``ProtectHome=`` hides; an installation inside one of them is bound back read-only
 _HOMES = ("/root", "/home", "/run/user")
+#: directories ``PrivateTmp=`` replaces: an installation there (a CI checkout, say) is bound back too
+_TMPS = ("/tmp", "/var/tmp")
+
+
+def _under(path: str, tops: Iterable[str]) -> bool:
+    return any(path == t or path.startswith(t + "/") for t in tops)
 #: grace after a round's own deadlines (aggregation, evaluation, the checkpoint) before the watchdog fires
 _GRACE_S = 120.0
 
@@ -179,9 +187,9 @@ def client_unit_name(name: str) -> str:
 
 
 def home_paths(paths: Iterable[str]) -> tuple[str, ...]:
-    """Those of ``paths`` that ``ProtectHome=`` would hide, in order, without duplicates or nested ones."""
-    inside = [os.path.normpath(p) for p in paths
-              if any(os.path.normpath(p) == h or os.path.normpath(p).startswith(h + "/") for h in _HOMES)]
+    """Those of ``paths`` that ``ProtectHome=`` or ``PrivateTmp=`` would hide, without duplicates or nested
+    ones."""
+    inside = [os.path.normpath(p) for p in paths if _under(os.path.normpath(p), (*_HOMES, *_TMPS))]
     kept: list[str] = []
     for p in sorted(set(inside), key=lambda q: (q.count("/"), q)):
         if not any(p == k or p.startswith(k + "/") for k in kept):
@@ -193,7 +201,9 @@ def interpreter_paths(fedra: str | os.PathLike[str]) -> tuple[str, ...]:
     """The directories a ``fedra`` console script needs to run: its environment and its interpreter's.
 
     Reads the script's ``#!`` line; for a virtual environment that is the environment's ``python``, a
-    link to the base installation's, which lives elsewhere (under ``/root/.pyenv``, say).
+    link to the base installation's, which lives elsewhere (under ``/root/.pyenv``, say). For the
+    environment running this, also the directory fedra's code is imported from (an editable install's
+    source tree lies outside the environment).
     """
     script = Path(fedra)
     try:
@@ -207,6 +217,9 @@ def interpreter_paths(fedra: str | os.PathLike[str]) -> tuple[str, ...]:
         if os.path.isabs(interpreter):
             found.append(str(Path(interpreter).parent.parent))
             found.append(str(Path(os.path.realpath(interpreter)).parent.parent))
+    if Path(sys.prefix).resolve() == script.resolve().parent.parent:
+        # the environment running this: fedra may be installed in editable mode, its code outside it
+        found.append(str(Path(fedra_package.__file__).resolve().parent.parent))
     return tuple(dict.fromkeys(found))
 
 
@@ -225,10 +238,14 @@ def _limits(memory_mib: int, cpu: float, tasks: int) -> str:
 
 
 def _home(read_only: tuple[str, ...]) -> str:
-    """``ProtectHome=``, with the paths the service needs from home directories bound back."""
+    """``ProtectHome=``, with the paths the service needs from home directories (or /tmp) bound back."""
     if not read_only:
         return "ProtectHome=yes\n"
     binds = " ".join(read_only)
+    if not any(_under(p, _HOMES) for p in read_only):
+        return ("ProtectHome=yes\n"
+                "# what the service runs from lives under /tmp, which PrivateTmp= replaces: bound back, read-only\n"
+                f"BindReadOnlyPaths={binds}\n")
     return ("# ProtectHome=tmpfs, not yes: what the service runs from lives under a home directory, so every\n"
             "# home is an empty tmpfs and only these paths are bound back, read-only.\n"
             "ProtectHome=tmpfs\n"
