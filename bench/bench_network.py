@@ -102,7 +102,8 @@ def server_main(clients: int, params: int, rounds: int) -> dict[str, Any]:
     from fedra.strategy import FractionSampler, Strategy
     from fedra.transport.grpc import GrpcTransport
 
-    fix_mmap_threshold(int(os.environ.get("BENCH_MMAP_THRESHOLD", 1 << 20)))  # as `fedra server` does: see fedra/linux/_malloc.py
+    if threshold := int(os.environ.get("BENCH_MMAP_THRESHOLD", 1 << 20)):  # 0: glibc's dynamic default
+        fix_mmap_threshold(threshold)  # as `fedra server` does: see fedra/linux/_malloc.py
     before = rss_kib()
     transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=clients + 16)
     procs = [subprocess.Popen([sys.executable, str(HERE), "_client", "--port", str(transport.port),
