@@ -29,13 +29,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent))
+from bench_network import client_main  # noqa: E402  (the same echo client as the network benchmark)
+
 _TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -46,31 +48,6 @@ def cpu_s(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime: fields 14 and 15 of stat(5)
-
-
-def client_main(port: int, name: str) -> None:
-    """An echo client: every task's model plus one, back to the server, until the job is finished."""
-    from fedra.errors import TransportError
-    from fedra.records import Message, decode_message, encode_message
-    from fedra.transport import JobFinished
-    from fedra.transport.grpc import GrpcConnector
-
-    conn = GrpcConnector(f"127.0.0.1:{port}", client_id=name, max_payload_bytes=1 << 34)
-    while True:
-        try:
-            pulled = conn.pull(2.0)
-        except JobFinished:
-            return
-        except TransportError:
-            time.sleep(0.1)
-            continue
-        if pulled is None:
-            continue
-        msg = decode_message(pulled.payload)
-        arrays = {k: v + np.float32(1) for k, v in msg.arrays.items()}
-        reply = encode_message(Message(arrays=arrays, meta={
-            "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1}))
-        conn.push(pulled.task, reply)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
