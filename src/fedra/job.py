@@ -20,7 +20,8 @@ Example::
 
     [strategy]
     fraction = 1.0
-    aggregator = "mean"         # mean | median | trimmed_mean | krum | multi_krum
+    aggregator = "mean"         # mean | median | trimmed_mean | krum | multi_krum | bulyan
+                                # | centered_clip | norm_bound | fltrust (see [strategy] fields)
     optimizer = "fedavg"        # fedavg | fedavgm | fedadam | fedyogi | fedadagrad
 
     [client]                    # sent to train() as its config; any extra keys are passed through
@@ -33,6 +34,37 @@ Example::
     memory_mib = 2048           # memory limit; a task above it fails with "out of memory (limit N MiB)"
     cpu = 1.0                   # CPU time, in CPUs (like docker --cpus)
     pids = 256                  # processes and threads
+    task_timeout = 600          # seconds per task; a longer one is killed: "task timed out after N s"
+
+    [privacy]                   # client-level DP-FedAvg (McMahan et al. 2018); absent: off
+    mode = "server"             # server (server clips) | client (clients clip) | local (clients clip + noise)
+    clip_norm = 1.0             # C: each client's update (delta from the global model) is clipped to it
+    noise_multiplier = 1.0      # z (noise stddev z*C on the sum), or target_epsilon = ... (calibrates z)
+    delta = 1e-5
+    max_epsilon = 8.0           # stop before a round that would spend more (optional)
+    sampling = "poisson"        # poisson (each client w.p. strategy.fraction) | fixed (a fixed cohort)
+    accountant = "rdp"          # rdp | pld
+    noise_seed = "random"       # random (secret) | job (reproducible from job.seed: tests only)
+    [privacy.adaptive]          # optional: adapt C to a quantile of update norms (Andrew et al. 2021)
+    target_quantile = 0.5
+    learning_rate = 0.2
+
+    [quarantine]                # anomaly detection: score every update, quarantine repeat offenders
+    z_threshold = 3.5           # flagged when a robust z-score of norm/peer distance (or -cosine) is above
+    threshold = 2.0             # suspicion (decayed count of flagged rounds) that quarantines a client
+    quarantine_rounds = 10      # first quarantine's length; repeats last backoff times longer
+
+    [attack]                    # fedra simulate only: simulated malicious clients
+    kind = "sign_flip"          # sign_flip | gaussian_noise | scale | label_flip | alie | ipm | min_max | min_sum
+    fraction = 0.2              # share of the clients that attack, chosen from job.seed
+    collude = true              # attackers see the round's honest updates (alie, ipm, min_max, min_sum)
+    params = { }                # the kind's parameters, e.g. { sigma = 1.0 } for gaussian_noise
+
+Combinations the mathematics does not allow are refused with the fields named: a robust aggregator with
+[privacy] (its sensitivity is not DP-FedAvg's), [quarantine] with [privacy]; under secure aggregation (not
+yet in the job spec) the server sees only the sum, so neither per-update scores ([quarantine]) nor any
+aggregator but the mean (and none of the attacks' per-update defences) can run: when a [secagg] section
+arrives, :meth:`JobSpec._cross` must refuse ``strategy.aggregator != "mean"`` and ``[quarantine]`` with it.
 """
 
 from __future__ import annotations
@@ -44,13 +76,21 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fedra.errors import JobSpecError
+from fedra.attacks import AttackConfig
+from fedra.errors import ConfigError, JobSpecError
+from fedra.privacy import DPConfig
+from fedra.strategy import QuarantinePolicy
 
 __all__ = [
+    "AttackSection",
     "ClientSection",
     "DataSection",
+    "DeploySection",
     "JobSection",
     "JobSpec",
+    "PrivacyAdaptiveSection",
+    "PrivacySection",
+    "QuarantineSection",
     "SandboxSection",
     "SimulationSection",
     "StrategySection",
@@ -101,7 +141,8 @@ class StrategySection(_Section):
     fraction: float = Field(1.0, gt=0, le=1)
     min_clients: int = Field(1, ge=1)
     min_replies: int = Field(1, ge=1)
-    aggregator: Literal["mean", "median", "trimmed_mean", "krum", "multi_krum"] = "mean"
+    aggregator: Literal["mean", "median", "trimmed_mean", "krum", "multi_krum", "bulyan", "centered_clip",
+                        "norm_bound", "fltrust"] = "mean"
     trim_fraction: float = Field(0.1, ge=0, lt=0.5)
     num_byzantine: int = Field(0, ge=0)
     num_selected: int | None = Field(None, ge=1)
@@ -113,6 +154,11 @@ class StrategySection(_Section):
     tau: float = Field(1e-3, gt=0)
     round_timeout: float | None = Field(None, gt=0)
     evaluate_every: int = Field(1, ge=0)
+    max_norm: float = Field(1.0, gt=0, allow_inf_nan=False, description="norm_bound: largest delta norm")
+    clip_tau: float = Field(1.0, gt=0, allow_inf_nan=False, description="centered_clip: clipping radius")
+    clip_iterations: int = Field(1, ge=1, description="centered_clip: clipping steps per round")
+    root_size: int = Field(100, ge=1, description="fltrust: examples in the server's root dataset "
+                                                  "(simulation: drawn from the clients' training data)")
 
 
 class ClientSection(BaseModel):
@@ -151,6 +197,107 @@ class SandboxSection(_Section):
     pids: int | None = Field(512, ge=8, description="processes and threads of the training worker")
     work_dir: str | None = Field(None, description="the worker's only writable directory (default: a "
                                                    "fresh temporary one)")
+    task_timeout: float | None = Field(None, gt=0, description="seconds one task may run in the sandbox "
+                                                              "before its worker is killed (default: no limit)")
+
+
+class DeploySection(_Section):
+    """How ``fedra deploy`` runs the server and the clients as services: who, and within which limits.
+
+    The client's limits default to the sandbox's plus a margin for the client process itself (its gRPC
+    connection and the copy of the model it holds), so one spec bounds training and service alike.
+    """
+
+    user: str = Field("fedra", min_length=1, max_length=31, pattern=r"^[a-z_][a-z0-9_-]*$",
+                      description="the dedicated system user the services run as")
+    server_memory_mib: int = Field(2048, ge=64, description="memory limit of the server service, MiB")
+    server_cpu: float = Field(2.0, gt=0, description="CPU limit of the server service, in CPUs")
+    client_memory_mib: int | None = Field(None, ge=64, description="memory limit of a client service, "
+                                                                   "MiB (default: sandbox.memory_mib + 512, "
+                                                                   "or 2048)")
+    client_cpu: float | None = Field(None, gt=0, description="CPU limit of a client service, in CPUs "
+                                                             "(default: sandbox.cpu + 0.5, or 2.0)")
+
+
+class PrivacyAdaptiveSection(_Section):
+    """Adaptive clipping to a quantile of the update norms (Andrew et al. 2021)."""
+
+    target_quantile: float = Field(0.5, gt=0, lt=1, description="fraction of updates meant to fit under C")
+    learning_rate: float = Field(0.2, gt=0, allow_inf_nan=False)
+    count_stddev: float | None = Field(None, gt=0, allow_inf_nan=False,
+                                       description="noise on the unclipped count; default expected/20")
+
+
+class PrivacySection(_Section):
+    """Client-level differential privacy (DP-FedAvg); see :class:`fedra.privacy.DPConfig` for the meaning.
+
+    ``noise_seed`` is the job's, not the mechanism's: ``"random"`` draws the server's noise from secret
+    OS entropy (kept in the checkpoint); ``"job"`` derives it from ``job.seed`` so a run can be
+    reproduced bit for bit, and whoever knows the spec can then subtract the noise: tests only.
+    """
+
+    mode: Literal["server", "client", "local"] = "server"
+    clip_norm: float = Field(gt=0, allow_inf_nan=False)
+    delta: float = Field(gt=0, lt=1)
+    noise_multiplier: float | None = Field(None, ge=0, allow_inf_nan=False)
+    target_epsilon: float | None = Field(None, gt=0, allow_inf_nan=False)
+    max_epsilon: float | None = Field(None, gt=0, allow_inf_nan=False)
+    adaptive: PrivacyAdaptiveSection | None = None
+    accountant: Literal["rdp", "pld"] = "rdp"
+    sampling: Literal["poisson", "fixed"] = "poisson"
+    noise_seed: Literal["random", "job"] = "random"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PrivacySection:
+        self.dp_config()  # the cross-field rules live in DPConfig, stated once
+        return self
+
+    def dp_config(self) -> DPConfig:
+        """The :class:`~fedra.privacy.DPConfig` this section describes."""
+        table = self.model_dump(exclude={"noise_seed"}, exclude_none=True)
+        try:
+            return DPConfig.from_mapping(table)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+
+class QuarantineSection(_Section):
+    """Anomaly detection and quarantine (:class:`fedra.strategy.QuarantinePolicy`); absent: off."""
+
+    z_threshold: float = Field(3.5, gt=0, allow_inf_nan=False)
+    relative_floor: float = Field(0.05, ge=0, allow_inf_nan=False)
+    cosine_floor: float = Field(0.05, ge=0, allow_inf_nan=False)
+    decay: float = Field(0.8, ge=0, lt=1)
+    threshold: float = Field(2.0, gt=0, allow_inf_nan=False)
+    quarantine_rounds: int = Field(10, ge=1)
+    backoff: float = Field(2.0, ge=1, allow_inf_nan=False)
+    min_updates: int = Field(5, ge=1)
+
+    def policy(self) -> QuarantinePolicy:
+        """The :class:`~fedra.strategy.QuarantinePolicy` this section describes."""
+        return QuarantinePolicy(**self.model_dump())
+
+
+class AttackSection(_Section):
+    """Simulated attackers (``fedra simulate`` only): see :class:`fedra.attacks.AttackConfig`."""
+
+    kind: str = Field(min_length=1, description="one of fedra.attacks.ATTACKS")
+    fraction: float = Field(ge=0, lt=1, description="share of the clients that are malicious")
+    params: dict[str, float | int | str] = Field(default_factory=dict)
+    collude: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AttackSection:
+        self.config()  # the rules live in AttackConfig, stated once
+        return self
+
+    def config(self) -> AttackConfig:
+        """The :class:`~fedra.attacks.AttackConfig` this section describes."""
+        try:
+            return AttackConfig(kind=self.kind, fraction=self.fraction, params=dict(self.params),
+                                collude=self.collude)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class JobSpec(_Section):
@@ -160,6 +307,10 @@ class JobSpec(_Section):
     client: ClientSection = ClientSection()
     simulation: SimulationSection = SimulationSection()
     sandbox: SandboxSection = SandboxSection()
+    deploy: DeploySection = DeploySection()
+    privacy: PrivacySection | None = None
+    quarantine: QuarantineSection | None = None
+    attack: AttackSection | None = None
     #: where the spec was read from; relative paths in it are relative to this directory
     base_dir: str = Field(".", exclude=True)
 
@@ -177,6 +328,21 @@ class JobSpec(_Section):
         if s.aggregator in ("krum", "multi_krum") and d.num_clients <= 2 * s.num_byzantine + 2:
             raise ValueError(f"strategy.aggregator = {s.aggregator!r} needs more than 2*num_byzantine+2 = "
                              f"{2 * s.num_byzantine + 2} clients per round, data.num_clients = {d.num_clients}")
+        if s.aggregator == "bulyan" and d.num_clients < 4 * s.num_byzantine + 3:
+            raise ValueError(f"strategy.aggregator = 'bulyan' needs at least 4*num_byzantine+3 = "
+                             f"{4 * s.num_byzantine + 3} clients per round, data.num_clients = {d.num_clients}; "
+                             "lower strategy.num_byzantine or add clients")
+        if self.quarantine is not None and self.privacy is not None:
+            raise ValueError(
+                "quarantine with privacy: expected one of them. Quarantine scores each client's update in "
+                "the clear and decides who is sampled next from it, which leaks individual updates that the "
+                "DP accountant does not count; remove [quarantine] or [privacy]")
+        if self.privacy is not None and s.aggregator != "mean":
+            raise ValueError(
+                f"privacy with strategy.aggregator = {s.aggregator!r}: expected aggregator = 'mean'. DP-FedAvg "
+                "calibrates its noise to the sum of clipped updates, which one client moves by at most "
+                "clip_norm; a median, trimmed mean or Krum has another (data-dependent) sensitivity, e.g. "
+                "Krum passes one client's update through whole, so that noise would not make it private")
         return self
 
     def module_path(self) -> str:

@@ -95,14 +95,24 @@ def _positive(params: Mapping[str, ParamValue], name: str) -> float:
     return float(value)
 
 
+def _boosted(updates: list[_Update], factor: float) -> list[_Update]:
+    """Each update's floating arrays times ``factor`` (unchanged when it is 1)."""
+    if factor == 1.0:
+        return updates
+    return [{n: (a * factor).astype(a.dtype) if a.dtype.kind == "f" else a for n, a in u.items()}
+            for u in updates]
+
+
 def _kinds() -> Mapping[str, AttackKind]:
     def perturbation(params: Mapping[str, ParamValue]) -> Any:
         return params["perturbation"]
 
     kinds = [
         AttackKind(
-            "sign_flip", "model", False, {}, "Li et al., AAAI 2019",
-            run=lambda r, p: sign_flip(r.malicious),
+            # magnitude 1 is the paper's -u; a larger one (-m u, as in Karimireddy et al.'s bit-flipping
+            # experiments with boosted updates) makes 20% of attackers outweigh the honest majority's mean
+            "sign_flip", "model", False, {"magnitude": 1.0}, "Li et al., AAAI 2019",
+            run=lambda r, p: _boosted(sign_flip(r.malicious), _positive(p, "magnitude")),
         ),
         AttackKind(
             "gaussian_noise", "model", False, {"sigma": 1.0}, "Blanchard et al., NeurIPS 2017",

@@ -73,6 +73,7 @@ def server(
         from fedra.runtime import RoundDriver
         from fedra.simulation import (
             build_privacy,
+            build_quarantine,
             build_strategy,
             driver_config,
             load_data,
@@ -80,6 +81,9 @@ def server(
         )
         from fedra.transport.grpc import GrpcTransport
 
+        if job.attack is not None:
+            raise ConfigError("attack: expected no [attack] section for `fedra server`: attacks are simulated "
+                              "by `fedra simulate` only; remove the section to deploy this job")
         privacy = build_privacy(job)  # before listening: a bad [privacy] fails before clients connect
         data = load_data(job)
         evaluator_app = UserApp(job.module_path(), framework=job.job.framework,
@@ -142,7 +146,8 @@ def server(
                                             JsonlObserver(run_dir / "metrics.jsonl"),
                                             *([] if traffic is None else [traffic]),
                                             NotifyObserver(sd, within=window)],
-                                 checkpoints=store, privacy=privacy, noise_seed=noise_seed(job))
+                                 checkpoints=store, privacy=privacy, noise_seed=noise_seed(job),
+                                 quarantine=build_quarantine(job))
             result = driver.run()
             save_outputs(job, run_dir, result)
             transport.finish(linger=3.0)

@@ -6,6 +6,8 @@ A run directory ``<output_dir>/<job name>-<YYYYmmdd-HHMMSS>`` receives::
     checkpoint/         the latest checkpoint, written after every round (what --run-dir resumes from)
     metrics.jsonl       one JSON line per round
     model.safetensors   the final global model; metadata fedra.digest, fedra.round, fedra.job, fedra.version
+    summary.json        with [attack] or [quarantine]: the attackers and the quarantine report (true and
+                        false quarantines against the known attackers; of this process's rounds)
     plot.png            accuracy and loss per round
 
 ``--run-dir DIR`` runs in ``DIR`` exactly; if it holds a checkpoint, the run resumes after its round.
@@ -13,6 +15,7 @@ A run directory ``<output_dir>/<job name>-<YYYYmmdd-HHMMSS>`` receives::
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -131,6 +134,8 @@ def save_outputs(job: JobSpec, run_dir: Path, result: RunResult) -> None:
     metadata = {"fedra.digest": result.digest, "fedra.round": str(result.state.round),
                 "fedra.job": job.job.name, "fedra.version": __version__}
     write_atomic(run_dir / "model.safetensors", encode_arrays(result.params, metadata))
+    if result.summary:
+        write_atomic(run_dir / "summary.json", json.dumps(dict(result.summary), indent=1).encode())
     metrics = run_dir / "metrics.jsonl"
     records = read_jsonl(metrics) if metrics.exists() else result.records
     try:

@@ -26,6 +26,26 @@ than ``max_epsilon`` the job stops there (:attr:`RunResult.stop_reason`, and the
 says why). Every round that sampled clients is charged, a round below the quorum included
 (:meth:`DPFedAvg.skip_round`). The DP state and the noise generator's entropy are saved as the extra
 state ``"privacy"`` of every checkpoint, so a resumed run continues the same epsilon and the same noise.
+
+Robustness. Two options make the driver hold a round's accepted updates until the exchange is over
+instead of streaming them into the fold (the mean's streaming fold is untouched when both are off):
+
+- ``quarantine`` (a :class:`~fedra.strategy.QuarantinePolicy`): before sampling, clients whose quarantine
+  ended are released and those still quarantined are left out of the sample; after aggregating, every
+  update's delta is scored (:func:`fedra.aggregation.update_scores`: norm, cosine to the aggregate delta,
+  distance to its nearest peers) and the policy updates each client's reputation. Every decision is a
+  :class:`~fedra.strategy.QuarantineEvent` in the round's record (``events``, so in metrics.jsonl); the
+  :class:`~fedra.strategy.ReputationState` is the checkpoint's extra state ``"quarantine"``, so a resumed
+  run keeps its quarantines. Scoring needs each update in the clear: it is refused with DP (the sample would
+  then depend on individual updates, which the accountant does not count) and cannot run under secure
+  aggregation.
+- ``update_hook`` (an :data:`UpdateHook`): sees the round's accepted models, in task order, with their
+  clients, and returns the models to aggregate in their place. It is the seam for the simulation's
+  attack simulator (colluding attackers need the whole round's honest updates, which a transport that sees
+  replies one at a time cannot give); the production server passes none.
+
+FLTrust (``aggregator = "fltrust"``) needs the server's own model trained on its root dataset each round:
+the driver gets it from ``root_trainer`` (global model and round in, trained model out).
 """
 
 from __future__ import annotations
@@ -36,11 +56,12 @@ import logging
 import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import Final, Protocol, final
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Protocol, final
 
 import numpy as np
 
+from fedra.aggregation import update_scores
 from fedra.errors import AggregationError, ConfigError, RecordError, StateError
 from fedra.privacy import DPFedAvg
 from fedra.records import (
@@ -53,16 +74,28 @@ from fedra.records import (
 )
 from fedra.runtime._checkpoint import ClientRecord, StateStore
 from fedra.runtime._events import Observer, RoundRecord, RunInfo
-from fedra.strategy import RoundAggregate, Strategy, StrategyState
+from fedra.strategy import (
+    QuarantineEvent,
+    QuarantinePolicy,
+    ReputationState,
+    RoundAggregate,
+    Strategy,
+    StrategyState,
+)
 from fedra.transport.base import Reply, Task, TaskBatch, TaskKind, Transport
 
-__all__ = ["DriverConfig", "RoundDriver", "RunResult", "model_digest"]
+__all__ = ["QUARANTINE_STATE", "DriverConfig", "RootTrainer", "RoundDriver", "RunResult", "UpdateHook",
+           "model_digest"]
 
 log = logging.getLogger("fedra.driver")
 
 Arrays = Mapping[str, np.ndarray]
 #: Centralised evaluation: global model in, metrics out.
 Evaluator = Callable[[Arrays], dict[str, float]]
+#: The round's accepted models in: (round, client ids, models, global model); the models to aggregate out.
+UpdateHook = Callable[[int, Sequence[str], Sequence[Arrays], Arrays], Sequence[Arrays]]
+#: FLTrust's server training: (global model, round) in, the model after training on the root data out.
+RootTrainer = Callable[[Arrays, int], Arrays]
 
 
 def model_digest(params: Arrays) -> str:
@@ -107,6 +140,8 @@ class RunResult:
     records: list[RoundRecord]
     #: why the job stopped before its last round (the privacy budget), or None when it ran them all
     stop_reason: str | None = None
+    #: run-level results beside the records (the simulation's attack and quarantine report), JSON-ready
+    summary: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def digest(self) -> str:
@@ -119,6 +154,8 @@ def _round_seed(seed: int, rnd: int) -> int:
 
 #: the checkpoint's extra-state name of the driver's privacy state
 PRIVACY_STATE: Final = "privacy"
+#: the checkpoint's extra-state name of the quarantine policy's reputation state
+QUARANTINE_STATE: Final = "quarantine"
 _PRIVACY_FORMAT: Final = "fedra.driver.privacy/1"
 _NOISE_TAG: Final = 0xD9F0
 
@@ -190,6 +227,29 @@ class _DPFold:
 
 
 @final
+class _Collect:
+    """Holds a round's accepted updates, in task order, until the exchange is over (robustness options)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Arrays, float]] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+    def add(self, arrays: Arrays, weight: float) -> None:
+        self.items.append((arrays, weight))
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A round's accepted updates as aggregated (after the hook), with their clients, for scoring."""
+
+    client_ids: list[str]
+    models: list[Arrays]
+
+
+@final
 class _InOrder:
     """Folds replies into the aggregate in task order; replies that arrive early wait in ``ready``."""
 
@@ -198,6 +258,8 @@ class _InOrder:
         self.ready: dict[int, tuple[Arrays, float]] = {}
         self.done = [False] * num_tasks
         self.next = 0
+        #: the task index of every update folded, in folding order
+        self.folded: list[int] = []
 
     def settle(self, index: int, item: tuple[Arrays, float] | None) -> None:
         """Task ``index`` is finished: with an update to fold, or ``None`` when it failed."""
@@ -208,12 +270,14 @@ class _InOrder:
             got = self.ready.pop(self.next, None)
             if got is not None:
                 self.aggregate.add(*got)
+                self.folded.append(self.next)
             self.next += 1
 
     def drain(self) -> None:
         """The exchange is over: fold what arrived, in task order, skipping tasks that never answered."""
         for index in sorted(self.ready):
             self.aggregate.add(*self.ready.pop(index))
+            self.folded.append(index)
 
 
 @final
@@ -244,7 +308,18 @@ class RoundDriver:
         checkpoints: StateStore | None = None,
         privacy: DPFedAvg | None = None,
         noise_seed: int | None = None,
+        quarantine: QuarantinePolicy | None = None,
+        update_hook: UpdateHook | None = None,
+        root_trainer: RootTrainer | None = None,
     ) -> None:
+        if quarantine is not None and privacy is not None:
+            raise ConfigError(
+                "quarantine with privacy: expected one of them. Quarantine decisions depend on each client's "
+                "update in the clear, so who is sampled next would leak individual updates, which the DP "
+                "accountant does not count; drop the quarantine policy or the privacy")
+        if strategy.aggregator.kind == "fltrust" and root_trainer is None:
+            raise ConfigError("aggregator 'fltrust': expected a root_trainer (the server's training on its "
+                              "root dataset), got none; pass root_trainer= or choose another aggregator")
         self.strategy = strategy
         self.transport = transport
         self.config = config
@@ -260,6 +335,12 @@ class RoundDriver:
         self.privacy = privacy
         self.stop_reason: str | None = None
         self._noise_entropy = secrets.randbits(128) if noise_seed is None else int(noise_seed)
+        self.quarantine = quarantine
+        self.update_hook = update_hook
+        self.root_trainer = root_trainer
+        self.reputation = ReputationState()
+        #: every quarantine decision of this run (this process: not those before a resume)
+        self.quarantine_events: list[QuarantineEvent] = []
         if checkpoints is not None and (ckpt := checkpoints.load()) is not None:
             if ArraySpec.of(ckpt.params) != self.spec:
                 raise ConfigError(
@@ -269,6 +350,8 @@ class RoundDriver:
             self.params, self.state = ckpt.params, ckpt.state
             self.registry = {c.name: c for c in ckpt.clients}
             self._restore_privacy(ckpt.extra.get(PRIVACY_STATE), ckpt.round, checkpoints.directory)
+            if quarantine is not None and (saved := ckpt.extra.get(QUARANTINE_STATE)) is not None:
+                self.reputation = ReputationState.from_json(saved)
             log.info("resuming after round %d from %s", ckpt.round, checkpoints.directory)
 
     # -- privacy ---------------------------------------------------------------------------------
@@ -349,6 +432,11 @@ class RoundDriver:
         need = self.strategy.sampler.min_clients
         if len(available) < need and self.config.client_wait > 0:
             available = self.transport.wait_for_clients(need, timeout=self.config.client_wait)
+        events: list[QuarantineEvent] = []
+        if self.quarantine is not None:
+            self.reputation, events = self.quarantine.begin_round(self.reputation, round=rnd)
+            out = self.reputation.quarantined()
+            available = [c for c in available if c not in out]
         sampled = True
         try:
             selected, state = self.strategy.sample(self.state, available)
@@ -366,7 +454,7 @@ class RoundDriver:
             config.update(dp_mode=dp.config.mode, dp_clip_norm=task["clip_norm"])
             if "noise_multiplier" in task:
                 config["dp_noise_multiplier"] = task["noise_multiplier"]
-        aggregate, metrics = self._exchange("train", rnd, selected, config, rec)
+        aggregate, metrics, held = self._exchange("train", rnd, selected, config, rec, state)
         t1 = time.perf_counter()
         charged = False
         if rec.accepted >= self.config.min_replies:
@@ -375,7 +463,10 @@ class RoundDriver:
                     charged = True  # finish_round charges the accountant, even if the strategy then fails
                     model = aggregate.release(_noise_generator(self._noise_entropy, rnd))
                 else:
-                    model = aggregate.finish()
+                    server = None if self.root_trainer is None else self.root_trainer(self.params, rnd)
+                    model = aggregate.finish(server_model=server)
+                if held is not None and self.quarantine is not None:
+                    events += self._observe(rnd, held, model)
                 new_params, state = self.strategy.update(state, self.params, model)
             except AggregationError as exc:
                 log.warning("round %d: aggregation failed: %s", rnd, exc)
@@ -395,6 +486,9 @@ class RoundDriver:
             rec.epsilon, rec.delta = dp.spent()
             rec.clip_norm = dp.clip_norm
         self.state = state
+        if self.quarantine is not None:
+            rec.events = [e.to_dict() for e in events]
+            self.quarantine_events += events
         t2 = time.perf_counter()
         every = self.config.evaluate_every
         if self.evaluator is not None and (rnd == self.config.rounds or (every and rnd % every == 0)):
@@ -403,6 +497,8 @@ class RoundDriver:
         self._update_registry(rnd, selected, rec.participants)
         if self.checkpoints is not None:
             extra = {} if dp is None else {PRIVACY_STATE: self._privacy_state()}
+            if self.quarantine is not None:
+                extra[QUARANTINE_STATE] = self.reputation.to_json().encode()
             self.checkpoints.save(rnd, self.params, self.state, clients=self.registry.values(), extra=extra)
         t4 = time.perf_counter()
         rec.seconds = {"train": t1 - t0, "aggregate": t2 - t1, "evaluate": t3 - t2, "checkpoint": t4 - t3,
@@ -416,6 +512,25 @@ class RoundDriver:
         self._notify("on_round_end", rec)
         return rec
 
+    def _observe(self, rnd: int, held: _Held, model: Arrays) -> list[QuarantineEvent]:
+        """Score the round's updates against its aggregate; fold the scores into the reputations."""
+        assert self.quarantine is not None
+        names = [n for n, a in self.params.items() if a.dtype.kind == "f"]
+        if not names or len(held.models) < 2:
+            return []
+
+        def delta(m: Arrays) -> dict[str, np.ndarray]:
+            return {n: np.subtract(m[n], self.params[n], dtype=np.float64) for n in names}
+
+        f = self.strategy.aggregator.num_byzantine
+        scores = update_scores([delta(m) for m in held.models], aggregate=delta(model),
+                               num_neighbours=max(1, len(held.models) - f - 2))
+        self.reputation, events = self.quarantine.observe(self.reputation, round=rnd,
+                                                          client_ids=held.client_ids, scores=scores)
+        for e in events:
+            log.warning("round %d: client %r quarantined until round %s: %s", rnd, e.client, e.until, e.reason)
+        return events
+
     def _update_registry(self, rnd: int, sampled: Sequence[str], took_part: Sequence[str]) -> None:
         done = set(took_part)
         for name in sampled:
@@ -425,7 +540,8 @@ class RoundDriver:
             self.registry[name] = old
 
     def _exchange(self, kind: TaskKind, rnd: int, selected: Sequence[str], config: Mapping[str, Scalar],
-                  rec: RoundRecord) -> tuple[RoundAggregate | _DPFold, dict[str, float]]:
+                  rec: RoundRecord, state: StrategyState
+                  ) -> tuple[RoundAggregate | _DPFold, dict[str, float], _Held | None]:
         payload = encode_message(Message(arrays=self.params, config=config,
                                          meta={"kind": kind, "round": rnd}))
         # From here the global model is a view into the payload the clients are sent: the server holds
@@ -434,9 +550,11 @@ class RoundDriver:
         tasks = tuple(Task(task_id=f"r{rnd}.{i}", client_id=cid, nonce=secrets.token_hex(8))
                       for i, cid in enumerate(selected))
         index = {t.task_id: i for i, t in enumerate(tasks)}
-        fold: RoundAggregate | _DPFold = (self.strategy.start_round(self.params) if self.privacy is None
+        fold: RoundAggregate | _DPFold = (self.strategy.start_round(self.params, state) if self.privacy is None
                                           else _DPFold(self.privacy, self.params))
-        order = _InOrder(fold, len(tasks))
+        hold = self.quarantine is not None or self.update_hook is not None
+        collect = _Collect() if hold else None
+        order = _InOrder(collect if collect is not None else fold, len(tasks))
         sums: dict[str, float] = {}
         examples = 0
         for reply in self.transport.exchange(TaskBatch(kind, rnd, payload, tasks),
@@ -467,9 +585,21 @@ class RoundDriver:
                     if isinstance(v, int | float) and not isinstance(v, bool):
                         sums[k] = sums.get(k, 0.0) + float(v) * n
         order.drain()
+        held = None
+        if collect is not None:
+            ids = [tasks[i].client_id for i in order.folded]
+            models = [a for a, _ in collect.items]
+            if self.update_hook is not None and models:
+                models = list(self.update_hook(rnd, ids, models, self.params))
+                if len(models) != len(ids):
+                    raise ConfigError(f"update_hook: expected {len(ids)} models back (one per update), "
+                                      f"got {len(models)}")
+            for m, (_, w) in zip(models, collect.items, strict=True):
+                fold.add(m, w)
+            held = _Held(ids, models)
         rec.accepted = fold.count
         rec.num_examples = examples
-        return fold, ({k: v / examples for k, v in sums.items()} if examples else {})
+        return fold, ({k: v / examples for k, v in sums.items()} if examples else {}), held
 
     def _accept(self, payload: object, error: str | None, task: Task, rnd: int, rec: RoundRecord
                 ) -> tuple[tuple[Arrays, float, Mapping[str, Scalar]] | None, str | None]:

@@ -45,6 +45,8 @@ class RoundRecord:
     #: replies the transport discarded during this round because their own round had closed
     #: (stragglers from an earlier round, or replies to no task in progress); None when there were none
     late_replies: int | None = None
+    #: with a quarantine policy: its decisions this round (QuarantineEvent.to_dict()), else None
+    events: list[dict[str, Any]] | None = None
 
     def fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
@@ -62,7 +64,7 @@ class RoundRecord:
         return out
 
 
-_OPTIONAL = ("epsilon", "delta", "clip_norm", "stop_reason", "late_replies")
+_OPTIONAL = ("epsilon", "delta", "clip_norm", "stop_reason", "late_replies", "events")
 
 
 class Observer(Protocol):

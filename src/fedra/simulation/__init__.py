@@ -2,6 +2,7 @@
 
 from fedra.simulation._engine import (
     build_privacy,
+    build_quarantine,
     build_strategy,
     client_ids,
     driver_config,
@@ -15,6 +16,7 @@ __all__ = [
     "ProcessPoolTransport",
     "WorkerApp",
     "build_privacy",
+    "build_quarantine",
     "build_strategy",
     "client_ids",
     "driver_config",

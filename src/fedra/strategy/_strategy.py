@@ -3,6 +3,10 @@
 A strategy is a pure policy. It owns no loop, no I/O and no mutable fields: every method takes the
 current :class:`StrategyState` and returns a new one. The round driver owns the loop, the logging and the
 state, and hands the state to the checkpoint after each round.
+
+Centered clipping's center (the previous round's aggregate delta, the paper's momentum) is state like the
+optimizer's moments: it lives in :attr:`StrategyState.moments` under ``"center/<param>"``, so it is
+checkpointed and restored with them.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import final
 
 import numpy as np
 
-from fedra.strategy._aggregator import Aggregator, RoundAggregate
+from fedra.strategy._aggregator import Aggregator, RoundAggregate, delta
 from fedra.strategy._optimizer import ServerOptimizer
 from fedra.strategy._sampler import FractionSampler
 from fedra.strategy._state import StrategyState
@@ -21,6 +25,7 @@ from fedra.strategy._state import StrategyState
 __all__ = ["Strategy"]
 
 Arrays = Mapping[str, np.ndarray]
+_CENTER = "center/"
 
 
 @final
@@ -48,11 +53,19 @@ class Strategy:
         chosen = self.sampler.sample(available, rng)
         return chosen, state.advanced(rng=rng)
 
-    def start_round(self, params: Arrays) -> RoundAggregate:
-        return self.aggregator.start(params)
+    def start_round(self, params: Arrays, state: StrategyState | None = None) -> RoundAggregate:
+        """A round's aggregation from the global model ``params`` (``state`` holds centered clipping's center)."""
+        center = None
+        if self.aggregator.kind == "centered_clip" and state is not None:
+            found = {k[len(_CENTER):]: v for k, v in state.moments.items() if k.startswith(_CENTER)}
+            center = found if found.keys() == params.keys() else None  # none yet: start from zero
+        return self.aggregator.start(params, center=center)
 
     def update(self, state: StrategyState, params: Arrays, aggregate: Arrays
                ) -> tuple[dict[str, np.ndarray], StrategyState]:
         """The next global model from this round's aggregate, and the state after the round."""
-        new_params, moments = self.optimizer.step(params, aggregate, state.moments)
+        own = {k: v for k, v in state.moments.items() if not k.startswith(_CENTER)}
+        new_params, moments = self.optimizer.step(params, aggregate, own)
+        if self.aggregator.kind == "centered_clip":
+            moments = {**moments, **{_CENTER + k: v for k, v in delta(aggregate, params).items()}}
         return new_params, state.advanced(moments=moments, round=state.round + 1)
