@@ -70,6 +70,7 @@ def server(
                               source=str(job_file))
         # Imported here so `fedra --help` stays fast and free of grpc.
         from fedra.app import UserApp
+        from fedra.linux import fix_mmap_threshold
         from fedra.runtime import RoundDriver
         from fedra.simulation import (
             build_privacy,
@@ -80,6 +81,9 @@ def server(
             noise_seed,
         )
         from fedra.transport.grpc import GrpcTransport
+
+        # payload chunks freed on many threads must go back to the kernel: see fedra/linux/_malloc.py
+        fix_mmap_threshold()
 
         if job.attack is not None:
             raise ConfigError("attack: expected no [attack] section for `fedra server`: attacks are simulated "
