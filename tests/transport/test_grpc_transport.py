@@ -32,6 +32,7 @@ from fedra.transport.grpc import (
     encode_chunk,
 )
 from fedra.transport.grpc import fedra_pb2 as pb
+from fedra.transport.grpc._chunks import chunk_digests
 
 TASKS = Path(__file__).resolve().parents[1] / "simulation"
 
@@ -44,6 +45,7 @@ def test_chunks_round_trip(size: int) -> None:
     assert parts[0].task is not None and parts[0].task.task_id == "t" and not parts[0].data
     assert all(p.task is None and p.reply is None for p in parts[1:])
     assert len(parts) == 1 + -(-size // (1 << 20))
+    assert [p.sha256 for p in parts[1:]] == chunk_digests(payload, size=1 << 20)  # what the server caches
     asm = Assembler(size, max_bytes=size)
     for p in parts:
         asm.add(p)

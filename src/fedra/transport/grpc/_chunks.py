@@ -18,7 +18,7 @@ implementation still speaks this protocol.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final, final
 
@@ -149,15 +149,23 @@ def decode_chunk(message: Bytes) -> Frame:
 
 
 def chunks(payload: Bytes, *, task: pb.TaskHeader | None = None, reply: pb.ReplyHeader | None = None,
-           size: int = CHUNK_SIZE) -> Iterator[bytes]:
+           size: int = CHUNK_SIZE, digests: Sequence[bytes] | None = None) -> Iterator[bytes]:
     """The encoded messages of one stream: a header chunk (``task`` or ``reply``), then the data chunks.
 
-    An empty payload is the header chunk alone.
+    An empty payload is the header chunk alone. ``digests``: the data chunks' SHA-256, when computed
+    once for many sends of the same payload (see :func:`chunk_digests`).
     """
     view = memoryview(payload).cast("B")
     yield encode_chunk(task=task, reply=reply)
-    for offset in range(0, view.nbytes, size):
-        yield encode_chunk(offset=offset, data=view[offset:offset + size])
+    for i, offset in enumerate(range(0, view.nbytes, size)):
+        yield encode_chunk(offset=offset, data=view[offset:offset + size],
+                           sha256=None if digests is None else digests[i])
+
+
+def chunk_digests(payload: Bytes, *, size: int = CHUNK_SIZE) -> list[bytes]:
+    """The SHA-256 of each data chunk :func:`chunks` cuts ``payload`` into."""
+    view = memoryview(payload).cast("B")
+    return [hashlib.sha256(view[o:o + size]).digest() for o in range(0, view.nbytes, size)]
 
 
 @final

@@ -16,7 +16,6 @@ wait for.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import queue
@@ -34,7 +33,7 @@ from fedra.errors import AccessDenied, ConfigError, PayloadTooLarge, RecordError
 from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES
 from fedra.transport.base import Reply, Task, TaskBatch, Transport
 from fedra.transport.grpc import fedra_pb2 as pb
-from fedra.transport.grpc._chunks import CHUNK_SIZE, Assembler, decode_chunk, encode_chunk
+from fedra.transport.grpc._chunks import CHUNK_SIZE, Assembler, chunk_digests, chunks, decode_chunk
 
 if TYPE_CHECKING:
     from fedra.pki import Authority
@@ -191,12 +190,9 @@ class _Servicer:
                 while not (slot := self.t._send_slots.acquire(timeout=0.25)):
                     if not context.is_active() or not self.t._expects(task.task_id):
                         return
-                digests = self.t._digests_of(batch)
-                yield encode_chunk(task=head)
-                for i, offset in enumerate(range(0, payload.nbytes, CHUNK_SIZE)):
-                    # one copy per send (gRPC needs bytes): caching the encoded chunks instead would hold
-                    # another copy of the model for the whole round
-                    yield encode_chunk(offset=offset, data=payload[offset:offset + CHUNK_SIZE], sha256=digests[i])
+                # one copy per send (gRPC needs bytes): caching the encoded chunks instead would hold
+                # another copy of the model for the whole round; the digests are computed once per round
+                yield from chunks(payload, task=head, digests=self.t._digests_of(batch))
                 sent = True
             finally:
                 if slot:
@@ -363,9 +359,7 @@ class GrpcTransport(Transport):
         with self._lock:
             cached = self._digests
             if cached is None or cached[0] is not batch:
-                view = memoryview(batch.payload).cast("B")
-                cached = self._digests = (batch, [hashlib.sha256(view[o:o + CHUNK_SIZE]).digest()
-                                                  for o in range(0, view.nbytes, CHUNK_SIZE)])
+                cached = self._digests = (batch, chunk_digests(batch.payload))
             return cached[1]
 
     def _expects(self, task_id: str) -> bool:
