@@ -96,7 +96,21 @@ def rss_kib() -> int:
     return 0
 
 
-def server_main(clients: int, params: int, rounds: int) -> dict[str, Any]:
+def malloc_in_use_mib() -> float:
+    """Bytes glibc's malloc has handed out and not had back (arenas and mappings), in MiB."""
+    import ctypes
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    fn = ctypes.CDLL("libc.so.6").mallinfo2
+    fn.restype = Mallinfo2
+    info = fn()
+    return (info.uordblks + info.hblkhd) / 2**20
+
+
+def server_main(clients: int, params: int, rounds: int, memory_detail: bool = False) -> dict[str, Any]:
     from fedra.linux import fix_mmap_threshold
     from fedra.runtime import DriverConfig, RoundDriver
     from fedra.strategy import FractionSampler, Strategy
@@ -115,7 +129,15 @@ def server_main(clients: int, params: int, rounds: int) -> dict[str, Any]:
                              transport=transport, initial_params={"w": np.zeros(params, np.float32)},
                              config=DriverConfig(rounds=rounds, round_timeout=600))
         base = rss_kib()
+        if memory_detail:  # what Python (numpy included) holds, against what malloc holds in all
+            import tracemalloc
+
+            tracemalloc.start()
         result = driver.run()
+        detail = {}
+        if memory_detail:
+            detail = {"python_peak_mib": tracemalloc.get_traced_memory()[1] / 2**20,
+                      "malloc_in_use_mib": malloc_in_use_mib()}
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
         transport.finish(linger=5)
     finally:
@@ -127,7 +149,7 @@ def server_main(clients: int, params: int, rounds: int) -> dict[str, Any]:
                 p.kill()
     assert all(r.accepted == clients for r in result.records)
     return {"round_s": [r.seconds["total"] for r in result.records], "rss_before_kib": before,
-            "rss_job_start_kib": base, "peak_kib": peak, "in_flight": transport.peak_replies_in_flight}
+            "rss_job_start_kib": base, "peak_kib": peak, "in_flight": transport.peak_replies_in_flight, **detail}
 
 
 def main() -> None:
@@ -138,18 +160,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--name", default="c")
+    parser.add_argument("--memory-detail", action="store_true",
+                        help="also trace Python's allocations (slower rounds: memory figures only)")
     args = parser.parse_args()
     if args.what == "_client":
         client_main(args.port, args.name)
         return
     if args.what == "_server":
-        print(json.dumps(server_main(args.clients, args.params, args.rounds)))
+        print(json.dumps(server_main(args.clients, args.params, args.rounds, args.memory_detail)))
         return
     model = args.params * 4
     total = args.clients * model
     print(f"# {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
     out = subprocess.run([sys.executable, str(HERE), "_server", "--clients", str(args.clients), "--params",
-                          str(args.params), "--rounds", str(args.rounds)], capture_output=True, text=True,
+                          str(args.params), "--rounds", str(args.rounds),
+                          *(["--memory-detail"] if args.memory_detail else [])], capture_output=True, text=True,
                          check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     rounds = res["round_s"][1:]  # round 1 includes the clients' first imports and connections
@@ -168,6 +193,10 @@ def main() -> None:
     flight = res["in_flight"]
     print(f"replies in flight at most: {flight}; goal: peak RSS above job start < (2 + {flight}) x model "
           f"= {(2 + flight) * model / 2**20:.0f} MiB: {'met' if extra < (2 + flight) * model else 'NOT met'}")
+    if args.memory_detail:
+        print(f"Python-traced peak during the rounds: {res['python_peak_mib']:.0f} MiB "
+              f"= {res['python_peak_mib'] * 2**20 / model:.1f} x model; malloc in use after the job: "
+              f"{res['malloc_in_use_mib']:.0f} MiB (Python's and gRPC's C core's together)")
 
 
 if __name__ == "__main__":
