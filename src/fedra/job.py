@@ -60,11 +60,18 @@ Example::
     collude = true              # attackers see the round's honest updates (alie, ipm, min_max, min_sum)
     params = { }                # the kind's parameters, e.g. { sigma = 1.0 } for gaussian_noise
 
+    [secagg]                    # secure aggregation (SecAgg+): the server learns only the sum
+    clip = 1.0                  # per-coordinate bound of each delta (default 1.0; 2 x clip_norm with DP)
+    ring_bits = 32              # 32 | 64
+    stage_timeout = 60.0        # seconds each key, share and unmask step waits for replies
+    max_weight = 1000           # examples one client's update can weigh at most (FedAvg weighting)
+
 Combinations the mathematics does not allow are refused with the fields named: a robust aggregator with
-[privacy] (its sensitivity is not DP-FedAvg's), [quarantine] with [privacy]; under secure aggregation (not
-yet in the job spec) the server sees only the sum, so neither per-update scores ([quarantine]) nor any
-aggregator but the mean (and none of the attacks' per-update defences) can run: when a [secagg] section
-arrives, :meth:`JobSpec._cross` must refuse ``strategy.aggregator != "mean"`` and ``[quarantine]`` with it.
+[privacy] (its sensitivity is not DP-FedAvg's), [quarantine] with [privacy]; under secure aggregation
+([secagg]) the server sees only the sum, so neither per-update scores ([quarantine]) nor any aggregator
+but the mean can run, nor a model-poisoning [attack] (the simulator applies it where the server would see
+each update); [privacy] with [secagg] must be mode "client" without adaptive clipping (the clients clip and
+add the noise in shares: the server has nothing in the clear to clip or to noise).
 """
 
 from __future__ import annotations
@@ -300,6 +307,26 @@ class AttackSection(_Section):
             raise ValueError(str(exc)) from None
 
 
+class SecAggSection(_Section):
+    """Secure aggregation (SecAgg+, :mod:`fedra.secagg`); absent: off. The server learns only the sum.
+
+    ``clip`` bounds each coordinate of a client's update (its delta from the global model) before it is
+    quantized into the ring: default 1.0, or twice ``privacy.clip_norm`` under [privacy] (the L2 clip
+    already bounds every coordinate by ``clip_norm``; the other half of the range is headroom for the
+    noise). Clients report the share of coordinates they clipped as the metric ``secagg_clipped``.
+    ``degree`` and ``threshold`` default to :func:`fedra.secagg.default_parameters` of each round's cohort.
+    Updates are weighted by examples up to ``max_weight`` (each counts once under [privacy]).
+    """
+
+    clip: float | None = Field(None, gt=0, allow_inf_nan=False)
+    degree: int | None = Field(None, ge=2)
+    threshold: int | None = Field(None, ge=2)
+    ring_bits: Literal[32, 64] = 32
+    stage_timeout: float = Field(60.0, gt=0, allow_inf_nan=False,
+                                 description="seconds each key, share and unmask step waits for replies")
+    max_weight: int = Field(1000, ge=1, description="examples one client's update can weigh at most")
+
+
 class JobSpec(_Section):
     job: JobSection
     data: DataSection = DataSection()
@@ -311,6 +338,7 @@ class JobSpec(_Section):
     privacy: PrivacySection | None = None
     quarantine: QuarantineSection | None = None
     attack: AttackSection | None = None
+    secagg: SecAggSection | None = None
     #: where the spec was read from; relative paths in it are relative to this directory
     base_dir: str = Field(".", exclude=True)
 
@@ -343,7 +371,61 @@ class JobSpec(_Section):
                 "calibrates its noise to the sum of clipped updates, which one client moves by at most "
                 "clip_norm; a median, trimmed mean or Krum has another (data-dependent) sensitivity, e.g. "
                 "Krum passes one client's update through whole, so that noise would not make it private")
+        if self.secagg is not None:
+            self._check_secagg(self.secagg)
         return self
+
+    def _check_secagg(self, sa: SecAggSection) -> None:
+        s, p = self.strategy, self.privacy
+        if s.aggregator != "mean":
+            raise ValueError(
+                f"secagg with strategy.aggregator = {s.aggregator!r}: expected aggregator = 'mean'. Under secure "
+                "aggregation the server learns only the sum of the updates, so a median, trimmed mean, Krum, "
+                "Bulyan, centered clipping, norm bounding or FLTrust (which all look at each update) cannot "
+                "run; remove [secagg] or use the mean")
+        if self.quarantine is not None:
+            raise ValueError(
+                "quarantine with secagg: expected one of them. Quarantine scores each client's update, which "
+                "secure aggregation hides from the server; remove [quarantine] or [secagg]")
+        if self.attack is not None and self.attack.config().target == "model":
+            raise ValueError(
+                f"attack.kind = {self.attack.kind!r} with secagg: the simulator applies model-poisoning "
+                "attacks to the updates the server receives, which secure aggregation hides; use a data "
+                "attack (e.g. label_flip) or remove [secagg]")
+        if s.min_clients < 3 or s.min_replies < 2:
+            raise ValueError(
+                f"secagg with strategy.min_clients = {s.min_clients} and min_replies = {s.min_replies}: "
+                "expected min_clients >= 3 and min_replies >= 2. A sum of one update is that update, and "
+                "with two clients each learns the other's from the sum; raise them")
+        if p is not None:
+            if p.mode != "client" or p.adaptive is not None:
+                raise ValueError(
+                    f"privacy.mode = {p.mode!r}{' with [privacy.adaptive]' if p.adaptive else ''} with secagg: "
+                    "expected mode = 'client' without adaptive clipping. Under secure aggregation the clients "
+                    "clip their updates and each adds a share of the noise (distributed DP); the server sees "
+                    "nothing in the clear to clip, noise or count")
+            if sa.clip is not None and sa.clip < p.clip_norm:
+                raise ValueError(
+                    f"secagg.clip = {sa.clip:g} is below privacy.clip_norm = {p.clip_norm:g}: expected at least "
+                    "clip_norm (better twice it, the default) so the ring never clips a clipped update")
+        if sa.degree is not None or sa.threshold is not None:
+            from fedra.secagg import SecAggError, check_parameters, default_parameters
+
+            n = s.min_clients
+            degree = sa.degree if sa.degree is not None else default_parameters(n)[0]
+            threshold = sa.threshold if sa.threshold is not None else (degree + 1) // 2 + 1
+            try:
+                check_parameters(num_clients=max(n, degree + 1), degree=degree, threshold=threshold)
+            except SecAggError as exc:
+                raise ValueError(f"secagg: {exc}") from None
+
+    def secagg_clip(self) -> float | None:
+        """The ring's per-coordinate bound: ``secagg.clip``, or its default (None without [secagg])."""
+        if self.secagg is None:
+            return None
+        if self.secagg.clip is not None:
+            return self.secagg.clip
+        return 2.0 * self.privacy.clip_norm if self.privacy is not None else 1.0
 
     def module_path(self) -> str:
         """The user's module as a file path when it names a file, else as given (a module name)."""

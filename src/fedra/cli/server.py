@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 
@@ -19,8 +20,13 @@ from fedra.cli.simulate import (
     spec_toml,
     write_atomic,
 )
-from fedra.errors import AggregationError, ConfigError
+from fedra.errors import AggregationError, ConfigError, DatasetError
 from fedra.observe import ConsoleObserver, JsonlObserver
+
+if TYPE_CHECKING:
+    from fedra.data import FederatedData
+    from fedra.job import JobSpec
+    from fedra.runtime import RootTrainer
 
 __all__ = ["server"]
 
@@ -55,6 +61,11 @@ def server(
         "--monitor",
         help="Account the federation's traffic (eBPF, else ss) and report anomalies into traffic.jsonl "
              "in the run directory.")] = False,
+    root_data: Annotated[Path | None, typer.Option(
+        "--root-data", show_default=False,
+        help="fltrust: the server's own clean data, an .npz with arrays x and y; strategy.root_size "
+             "examples are drawn from it with the job's seed (default: from the job dataset's "
+             "training split, as fedra simulate does).")] = None,
 ) -> None:
     """Serve a job to clients that connect over gRPC, and aggregate their updates."""
     console = Console()
@@ -75,6 +86,7 @@ def server(
         from fedra.simulation import (
             build_privacy,
             build_quarantine,
+            build_secure,
             build_strategy,
             driver_config,
             load_data,
@@ -92,6 +104,7 @@ def server(
         data = load_data(job)
         evaluator_app = UserApp(job.module_path(), framework=job.job.framework,
                                 partitions=lambda _cid: data.test)
+        root_trainer = _root_trainer(job, data, root_data)  # before listening too: no root data, no start
         initial = evaluator_app.init_arrays(job.job.seed)
         test_data = evaluator_app.data("__test__", data.test)
         config = job.client.as_config()
@@ -151,7 +164,8 @@ def server(
                                             *([] if traffic is None else [traffic]),
                                             NotifyObserver(sd, within=window)],
                                  checkpoints=store, privacy=privacy, noise_seed=noise_seed(job),
-                                 quarantine=build_quarantine(job))
+                                 quarantine=build_quarantine(job), root_trainer=root_trainer,
+                                 secure=build_secure(job))
             result = driver.run()
             save_outputs(job, run_dir, result)
             transport.finish(linger=3.0)
@@ -164,3 +178,39 @@ def server(
             console.print(f"stopped early: {result.stop_reason}", soft_wrap=True, highlight=False, markup=False)
         console.print(f"model digest {result.digest}", highlight=False)
         console.print(f"saved model, metrics and plot in {run_dir}", soft_wrap=True, highlight=False)
+
+
+def _root_trainer(job: JobSpec, data: FederatedData, root_data: Path | None) -> RootTrainer | None:
+    """FLTrust's server training on ``strategy.root_size`` examples, drawn with the job's seed from
+    ``--root-data`` when given, else from the job dataset's training split (as ``fedra simulate`` does)."""
+    if job.strategy.aggregator != "fltrust":
+        if root_data is not None:
+            raise ConfigError(f"--root-data: only strategy.aggregator = 'fltrust' trains on root data, "
+                              f"got aggregator {job.strategy.aggregator!r}; remove --root-data")
+        return None
+    from fedra.app import UserApp
+    from fedra.data import Dataset
+    from fedra.runtime import RootTrainer, root_dataset
+
+    if root_data is None:
+        parts, source = data.partitions, f"the training split of dataset {job.data.dataset!r}"
+    else:
+        x, y = _load_npz(root_data)
+        test = data.test
+        if x.shape[1:] != test.x.shape[1:]:
+            raise DatasetError(f"--root-data {root_data}: expected features of shape (N, "
+                               f"{', '.join(map(str, test.x.shape[1:]))}) like dataset {job.data.dataset!r}, "
+                               f"got {x.shape}")
+        parts, source = [Dataset(x, y, test.num_classes, root_data.stem)], f"--root-data {root_data}"
+    root = root_dataset(parts, job.strategy.root_size, job.job.seed, source=source)
+    app = UserApp(job.module_path(), framework=job.job.framework, partitions=lambda _cid: root)
+    return RootTrainer(app, seed=job.job.seed, client_config=job.client.as_config())
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            return np.asarray(f["x"]), np.asarray(f["y"]).astype(np.int64)
+    except (OSError, KeyError, ValueError) as exc:
+        raise DatasetError(f"--root-data {path}: expected an .npz file with arrays 'x' and 'y' (the server's "
+                           f"root data for fltrust), got an error: {exc}") from exc

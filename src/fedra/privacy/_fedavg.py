@@ -256,6 +256,29 @@ class DPFedAvg:
         self._accountant.step(noise_multiplier=self._noise_multiplier, **self._step_args)
         return mean
 
+    def charge_distributed_round(self, *, noise_multiplier: float) -> None:
+        """Charge one round whose noise the clients added themselves (secure aggregation).
+
+        Under secure aggregation the server never holds the sum without noise, so it cannot add any:
+        each client adds a share (see :mod:`fedra.runtime` and :func:`fedra.secagg.add_ring_noise`) and
+        the round's effective multiplier depends on how many shares survived. The caller computes it;
+        it must be at least a fraction of the nominal one the budget was planned with (it is at least
+        the nominal one when the survivors are at least the shares the noise was split into).
+
+        Raises
+        ------
+        ConfigError
+            In ``"server"`` or ``"local"`` mode, with adaptive clipping, or for a multiplier that is not
+            finite and positive.
+        """
+        if self._config.mode != "client" or self._config.adaptive is not None:
+            raise ConfigError(
+                f"distributed noise: expected mode 'client' without adaptive clipping, got mode "
+                f"{self._config.mode!r}{' with adaptive clipping' if self._config.adaptive else ''}")
+        if not (math.isfinite(noise_multiplier) and noise_multiplier > 0):
+            raise ConfigError(f"noise_multiplier: expected a finite number > 0, got {noise_multiplier!r}")
+        self._accountant.step(noise_multiplier=noise_multiplier, **self._step_args)
+
     def skip_round(self) -> None:
         """Charge one round whose release was dropped (e.g. too few replies for the quorum).
 

@@ -57,7 +57,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final, Protocol, final
+from typing import TYPE_CHECKING, Any, Final, Protocol, final
 
 import numpy as np
 
@@ -74,6 +74,7 @@ from fedra.records import (
 )
 from fedra.runtime._checkpoint import ClientRecord, StateStore
 from fedra.runtime._events import Observer, RoundRecord, RunInfo
+from fedra.runtime._replies import screen, verdict
 from fedra.strategy import (
     QuarantineEvent,
     QuarantinePolicy,
@@ -82,7 +83,10 @@ from fedra.strategy import (
     Strategy,
     StrategyState,
 )
-from fedra.transport.base import Reply, Task, TaskBatch, TaskKind, Transport
+from fedra.transport.base import Task, TaskBatch, TaskKind, Transport
+
+if TYPE_CHECKING:  # secure aggregation loads cryptography: only a job that uses it pays for the import
+    from fedra.runtime._secure import SecureAggregation, SecureOutcome
 
 __all__ = ["QUARANTINE_STATE", "DriverConfig", "RootTrainer", "RoundDriver", "RunResult", "UpdateHook",
            "model_digest"]
@@ -167,15 +171,6 @@ def _noise_generator(entropy: int, rnd: int) -> np.random.Generator:
     the draws of the rounds before it.
     """
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([entropy, rnd, _NOISE_TAG])))
-
-
-def _verdict(reply: Reply, why: str | None) -> None:
-    """Tell the transport (and through it the client) whether a reply was taken, and why not."""
-    if reply.ack is not None:
-        try:
-            reply.ack(why)
-        except Exception:
-            log.exception("transport's ack callback failed; continuing")
 
 
 class _Fold(Protocol):
@@ -311,12 +306,26 @@ class RoundDriver:
         quarantine: QuarantinePolicy | None = None,
         update_hook: UpdateHook | None = None,
         root_trainer: RootTrainer | None = None,
+        secure: SecureAggregation | None = None,
     ) -> None:
         if quarantine is not None and privacy is not None:
             raise ConfigError(
                 "quarantine with privacy: expected one of them. Quarantine decisions depend on each client's "
                 "update in the clear, so who is sampled next would leak individual updates, which the DP "
                 "accountant does not count; drop the quarantine policy or the privacy")
+        if secure is not None:
+            if strategy.aggregator.kind != "mean" or quarantine is not None or update_hook is not None:
+                raise ConfigError(
+                    "secure aggregation: expected the mean aggregator and no quarantine or update hook, got "
+                    f"aggregator {strategy.aggregator.kind!r}, quarantine={quarantine is not None}, update_hook="
+                    f"{update_hook is not None}; the server sees only the sum, so nothing may look at each update")
+            if privacy is not None and (privacy.config.mode != "client" or privacy.config.adaptive is not None):
+                raise ConfigError(
+                    f"secure aggregation with privacy mode {privacy.config.mode!r}: expected mode 'client' without "
+                    "adaptive clipping (the clients clip and add the noise in shares)")
+            if config.min_replies < 2:
+                raise ConfigError(f"secure aggregation: expected min_replies >= 2 (a sum of one update is that "
+                                  f"update), got {config.min_replies}")
         if strategy.aggregator.kind == "fltrust" and root_trainer is None:
             raise ConfigError("aggregator 'fltrust': expected a root_trainer (the server's training on its "
                               "root dataset), got none; pass root_trainer= or choose another aggregator")
@@ -338,6 +347,10 @@ class RoundDriver:
         self.quarantine = quarantine
         self.update_hook = update_hook
         self.root_trainer = root_trainer
+        self.secure = secure
+        #: names this run's secure rounds (a resumed run uses a new one: no round id is ever reused)
+        self._run_token = secrets.token_hex(6)
+        self._noise_seed = noise_seed
         self.reputation = ReputationState()
         #: every quarantine decision of this run (this process: not those before a resume)
         self.quarantine_events: list[QuarantineEvent] = []
@@ -448,21 +461,32 @@ class RoundDriver:
         config = dict(self.config.client_config or {})
         config.update(round=rnd, round_seed=_round_seed(self.config.seed, rnd))
         dp = self.privacy
-        if dp is not None and dp.config.mode != "server":
+        if dp is not None and dp.config.mode != "server" and self.secure is None:
             # what the client needs to clip (and in local mode to noise) its own update
             task = dp.task_config()
             config.update(dp_mode=dp.config.mode, dp_clip_norm=task["clip_norm"])
             if "noise_multiplier" in task:
                 config["dp_noise_multiplier"] = task["noise_multiplier"]
-        aggregate, metrics, held = self._exchange("train", rnd, selected, config, rec, state)
+        secured: SecureOutcome | None = None
+        aggregate: RoundAggregate | _DPFold | None = None
+        held: _Held | None = None
+        if self.secure is not None:
+            secured = self._secure_exchange(rnd, selected, config, rec)
+            metrics = secured.metrics
+        else:
+            aggregate, metrics, held = self._exchange("train", rnd, selected, config, rec, state)
         t1 = time.perf_counter()
-        charged = False
-        if rec.accepted >= self.config.min_replies:
+        charged = secured is not None and secured.noise_multiplier is not None
+        if rec.accepted >= self.config.min_replies and (secured is None or secured.model is not None):
             try:
-                if isinstance(aggregate, _DPFold):
+                if secured is not None:
+                    assert secured.model is not None
+                    model = secured.model
+                elif isinstance(aggregate, _DPFold):
                     charged = True  # finish_round charges the accountant, even if the strategy then fails
                     model = aggregate.release(_noise_generator(self._noise_entropy, rnd))
                 else:
+                    assert aggregate is not None
                     server = None if self.root_trainer is None else self.root_trainer(self.params, rnd)
                     model = aggregate.finish(server_model=server)
                 if held is not None and self.quarantine is not None:
@@ -539,6 +563,39 @@ class RoundDriver:
                 old = replace(old, last_seen=rnd, rounds_participated=old.rounds_participated + 1)
             self.registry[name] = old
 
+    def _secure_exchange(self, rnd: int, selected: Sequence[str], config: dict[str, Scalar],
+                         rec: RoundRecord) -> SecureOutcome:
+        """A round under secure aggregation (see :mod:`fedra.runtime._secure`): the new model comes back
+        only if the protocol completed with at least ``min_replies`` survivors."""
+        from fedra.runtime._secure import SECAGG_CONFIG, SecureOutcome, SecureRound
+        from fedra.secagg import SecAggError
+
+        assert self.secure is not None
+        secure = SecureRound(settings=self.secure, transport=self.transport, params=self.params, spec=self.spec,
+                             rnd=rnd, run_token=self._run_token, round_timeout=self.config.round_timeout,
+                             max_payload_bytes=self.config.max_payload_bytes, min_replies=self.config.min_replies,
+                             privacy=self.privacy, noise_seed=self._noise_seed if self.privacy is not None else None)
+        if len(selected) < 2:
+            rec.fail("secure aggregation needs at least 2 clients")
+            return SecureOutcome(None, {})
+        try:
+            protocol = secure.protocol_config(selected)
+        except SecAggError as exc:
+            rec.fail("secure aggregation: invalid parameters for this cohort")
+            log.warning("round %d: %s", rnd, exc)
+            return SecureOutcome(None, {})
+        config[SECAGG_CONFIG] = secure.task_config(protocol)
+        payload = encode_message(Message(arrays=self.params, config=config, meta={"kind": "train", "round": rnd}))
+        self.params = dict(decode_message(payload, spec=self.spec).arrays)  # views, as in _exchange
+        secure.params = self.params
+        outcome = secure.run(payload, protocol, rec)
+        rec.secagg = {"survivors": outcome.survivors, "dropped": outcome.dropped,
+                      "server_seconds": round(outcome.server_seconds, 6),
+                      "unmask_seconds": round(outcome.unmask_seconds, 6)}
+        if outcome.noise_multiplier is not None:
+            rec.secagg["noise_multiplier"] = outcome.noise_multiplier
+        return outcome
+
     def _exchange(self, kind: TaskKind, rnd: int, selected: Sequence[str], config: Mapping[str, Scalar],
                   rec: RoundRecord, state: StrategyState
                   ) -> tuple[RoundAggregate | _DPFold, dict[str, float], _Held | None]:
@@ -559,22 +616,12 @@ class RoundDriver:
         examples = 0
         for reply in self.transport.exchange(TaskBatch(kind, rnd, payload, tasks),
                                              timeout=self.config.round_timeout):
-            i = index.get(reply.task_id)
-            if i is None or tasks[i].client_id != reply.client_id:
-                rec.fail("reply to a task not sent to that client")
-                log.warning("round %d: client %r replied to task %r, which was not sent to it; rejected",
-                            rnd, reply.client_id, reply.task_id)
-                _verdict(reply, f"task {reply.task_id} was not sent to {reply.client_id}")
-                continue
-            if order.done[i]:
-                rec.fail("duplicate reply")
-                log.warning("round %d: duplicate reply from %r for task %r; rejected",
-                            rnd, reply.client_id, reply.task_id)
-                _verdict(reply, f"duplicate reply to task {reply.task_id}")
+            i = screen(reply, tasks, index, order.done, rec, rnd)
+            if i is None:
                 continue
             rec.replies += 1
             item, why = self._accept(reply.payload, reply.error, tasks[i], rnd, rec)
-            _verdict(reply, why)
+            verdict(reply, why)
             order.settle(i, None if item is None else (item[0], item[1]))
             if item is not None:
                 rec.participants.append(reply.client_id)

@@ -47,6 +47,9 @@ class RoundRecord:
     late_replies: int | None = None
     #: with a quarantine policy: its decisions this round (QuarantineEvent.to_dict()), else None
     events: list[dict[str, Any]] | None = None
+    #: under secure aggregation: survivors, dropped, the server's protocol seconds (all and unmasking),
+    #: and with distributed DP the effective noise multiplier charged; else None
+    secagg: dict[str, Any] | None = None
 
     def fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
@@ -64,7 +67,7 @@ class RoundRecord:
         return out
 
 
-_OPTIONAL = ("epsilon", "delta", "clip_norm", "stop_reason", "late_replies", "events")
+_OPTIONAL = ("epsilon", "delta", "clip_norm", "stop_reason", "late_replies", "events", "secagg")
 
 
 class Observer(Protocol):

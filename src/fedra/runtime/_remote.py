@@ -12,12 +12,16 @@ import logging
 import random
 import threading
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from fedra.errors import FedraError, TransportError
+from fedra.records import decode_message
 from fedra.runtime._client import ClientApp, RoundPayload, run_task
 from fedra.runtime._sandboxed import TaskFailed, TaskRunner
 from fedra.transport.base import Buffer, JobFinished, Task
+
+if TYPE_CHECKING:  # loads cryptography: imported when a secure round first needs it
+    from fedra.runtime._secure import SecureClient
 
 __all__ = ["Connector", "PulledTaskLike", "serve"]
 
@@ -38,13 +42,27 @@ class Connector(Protocol):
     def push(self, task: Task, payload: Buffer | None = None, *, error: str | None = None) -> Any: ...
 
 
+#: the task config key that asks for secure aggregation (fedra.runtime._secure.SECAGG_CONFIG)
+_SECAGG = "secagg"
+
+
+def _secure_client() -> SecureClient:
+    from fedra.runtime._secure import SECAGG_CONFIG, SecureClient
+
+    assert SECAGG_CONFIG == _SECAGG
+    return SecureClient()
+
+
 def serve(connector: Connector, app: ClientApp | TaskRunner, *, stop: threading.Event | None = None, wait: float = 5.0,
           max_backoff: float = 30.0, max_tasks: int | None = None,
-          sleep: Callable[[float], bool] | None = None) -> int:
+          sleep: Callable[[float], bool] | None = None, secure: SecureClient | None = None) -> int:
     """Serve tasks until ``stop`` is set (or ``max_tasks`` were done); returns the number of tasks done.
 
     ``app`` runs each task: a :class:`ClientApp` in this process, or a :class:`TaskRunner` (e.g. a
     :class:`SandboxedRunner`), whose :class:`TaskFailed` reasons are reported to the server as they are.
+    Secure aggregation's steps run here, in the process that holds the connection, never in the
+    sandbox: a training task whose config asks for it has its reply (the trained model) turned into the
+    protocol's first message by ``secure``, which keeps the update for the ``secagg`` tasks that follow.
     """
     stop = stop or threading.Event()
     pause = sleep or stop.wait
@@ -68,10 +86,19 @@ def serve(connector: Connector, app: ClientApp | TaskRunner, *, stop: threading.
         task = pulled.task
         error: str | None
         try:
-            if isinstance(app, TaskRunner):
-                reply = app.run_task(pulled.payload, task)
+            head = decode_message(pulled.payload, what="task")  # views: no copy, no pass over the values
+            if head.meta.get("kind") == "secagg":
+                secure = secure or _secure_client()
+                reply = secure.step(pulled.payload, task)
             else:
-                reply = run_task(app, RoundPayload.decode(pulled.payload), task)
+                if isinstance(app, TaskRunner):
+                    reply = app.run_task(pulled.payload, task)
+                else:
+                    reply = run_task(app, RoundPayload.decode(pulled.payload), task)
+                rnd = head.meta.get("round")
+                if head.meta.get("kind") == "train" and _SECAGG in head.config and isinstance(rnd, int):
+                    secure = secure or _secure_client()
+                    reply = secure.start(head, task, reply, round=rnd)
         except TaskFailed as exc:
             error, reply = str(exc), None
         except FedraError as exc:

@@ -27,7 +27,8 @@ Contents:
   :class:`UnmaskShares`, :func:`encode_message`, :func:`decode_message`, :data:`SERVER_ID`.
 - Pieces: Shamir sharing (:func:`share`, :func:`reconstruct`, :data:`PRIME`), the PRG (:func:`prg_mask`,
   :class:`MaskBuffer`), quantization (:func:`quantize`, :func:`dequantize_sum`,
-  :func:`quantization_levels`), the graph (:func:`neighbourhoods`, :func:`default_parameters`,
+  :func:`quantization_levels`, and for distributed DP :func:`add_ring_noise`, :func:`rounding_sensitivity`),
+  the graph (:func:`neighbourhoods`, :func:`default_parameters`,
   :func:`check_parameters`).
 - Errors: :class:`SecAggError` (a :class:`~fedra.errors.FedraError`), :class:`SecAggAborted`,
   :class:`ProtocolViolation`.
@@ -58,7 +59,13 @@ from fedra.secagg._messages import (
     encode_message,
 )
 from fedra.secagg._prg import MaskBuffer, prg_mask
-from fedra.secagg._quant import dequantize_sum, quantization_levels, quantize
+from fedra.secagg._quant import (
+    add_ring_noise,
+    dequantize_sum,
+    quantization_levels,
+    quantize,
+    rounding_sensitivity,
+)
 from fedra.secagg._runner import SeededRandomBytes, run_secagg_round
 from fedra.secagg._server import ServerProtocol
 from fedra.secagg._shamir import PRIME, reconstruct, share
@@ -85,6 +92,7 @@ __all__ = [
     "Stage",
     "UnmaskRequest",
     "UnmaskShares",
+    "add_ring_noise",
     "check_parameters",
     "decode_message",
     "default_parameters",
@@ -95,6 +103,7 @@ __all__ = [
     "quantization_levels",
     "quantize",
     "reconstruct",
+    "rounding_sensitivity",
     "run_secagg_round",
     "share",
 ]

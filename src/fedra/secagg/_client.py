@@ -39,7 +39,7 @@ from fedra.secagg._messages import (
     UnmaskShares,
 )
 from fedra.secagg._prg import MaskBuffer
-from fedra.secagg._quant import quantize
+from fedra.secagg._quant import add_ring_noise, quantize
 from fedra.secagg._shamir import SHARE_BYTES, share, share_from_bytes, share_to_bytes
 
 __all__ = ["ClientProtocol"]
@@ -80,6 +80,10 @@ class ClientProtocol:
         ``None`` rounds to nearest when quantizing; a generator rounds stochastically.
     random_bytes
         The source of key material and seeds; ``os.urandom`` unless a test needs reproducibility.
+    noise_stddev, noise_rng
+        Distributed DP: Gaussian noise of this standard deviation (in the update's units), drawn from
+        ``noise_rng``, is added to the quantized update in the ring (:func:`~fedra.secagg.add_ring_noise`),
+        so the unmasked sum carries the sum of the clients' shares and the server never sees it without.
 
     Examples
     --------
@@ -89,15 +93,23 @@ class ClientProtocol:
 
     def __init__(self, config: SecAggConfig, client_id: str, update: np.ndarray, *,
                  rng: np.random.Generator | None = None,
-                 random_bytes: Callable[[int], bytes] = os.urandom) -> None:
+                 random_bytes: Callable[[int], bytes] = os.urandom, noise_stddev: float = 0.0,
+                 noise_rng: np.random.Generator | None = None) -> None:
         if client_id not in config.neighbours:
             raise SecAggError(f"client_id: expected one of the round's clients, got {client_id!r}")
         if np.size(update) != config.size:
             raise SecAggError(f"update: expected {config.size} values, got {np.size(update)}")
         self.config = config
         self.client_id = client_id
-        self._quantized: np.ndarray | None = quantize(update, clip=config.clip, ring_bits=config.ring_bits,
-                                                      max_clients=len(config.clients), rng=rng)
+        quantized = quantize(update, clip=config.clip, ring_bits=config.ring_bits,
+                             max_clients=len(config.clients), rng=rng)
+        if noise_stddev:
+            if noise_rng is None:
+                raise SecAggError("noise_stddev: expected a noise_rng to draw the noise from, got None")
+            quantized = add_ring_noise(quantized, stddev=noise_stddev, clip=config.clip,
+                                       ring_bits=config.ring_bits, max_clients=len(config.clients),
+                                       rng=noise_rng)
+        self._quantized: np.ndarray | None = quantized
         self._random_bytes = random_bytes
         self._cipher = KeyPair.generate(random_bytes)
         self._mask = KeyPair.generate(random_bytes)

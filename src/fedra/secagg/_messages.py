@@ -206,7 +206,7 @@ def _names(doc: dict[str, Any], name: str) -> tuple[str, ...]:
     return tuple(items)
 
 
-def decode_message(data: bytes) -> Message:
+def decode_message(data: bytes | bytearray | memoryview) -> Message:
     """Inverse of :func:`encode_message`; raises :class:`~fedra.errors.DecodeError` on malformed bytes."""
     view = memoryview(data)
     if len(view) < 8 or bytes(view[:4]) != _MAGIC:

@@ -19,7 +19,7 @@ import numpy as np
 from fedra.secagg._errors import SecAggError
 from fedra.secagg._prg import ring_dtype
 
-__all__ = ["dequantize_sum", "quantization_levels", "quantize"]
+__all__ = ["add_ring_noise", "dequantize_sum", "quantization_levels", "quantize", "rounding_sensitivity"]
 
 _SIGNED: dict[int, np.dtype[np.signedinteger]] = {32: np.dtype("<i4"), 64: np.dtype("<i8")}
 
@@ -90,3 +90,39 @@ def dequantize_sum(total: np.ndarray, *, clip: float, ring_bits: int = 32, max_c
         raise SecAggError(f"dequantize: expected dtype {ring_dtype(ring_bits)}, got {total.dtype}")
     out: np.ndarray = total.view(_SIGNED[ring_bits]).astype(np.float64) * (clip / levels)
     return out
+
+
+def add_ring_noise(q: np.ndarray, *, stddev: float, clip: float, ring_bits: int = 32, max_clients: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """``q`` (a :func:`quantize` output) plus Gaussian noise of ``stddev`` (in the update's units), rounded
+    to whole levels and added in the ring (distributed DP: each client's share of the noise).
+
+    Noise is added after quantization, in integers: the sum the server unmasks is then the exact integer
+    sum of the quantized updates plus the sum of the noise shares, so the Gaussian mechanism's analysis
+    applies to a deterministic function of the data (whose L2 sensitivity grows by rounding, at most
+    ``sqrt(d) / 2`` levels: :func:`rounding_sensitivity`). A share that pushes the sum past the ring's
+    signed range wraps it: a loss of accuracy on that coordinate, never of privacy (the wrap is applied
+    to the noised sum).
+    """
+    clip = _check_clip(clip)
+    levels = quantization_levels(ring_bits=ring_bits, max_clients=max_clients)
+    if not np.isfinite(stddev) or stddev < 0:
+        raise SecAggError(f"noise stddev: expected a finite number >= 0, got {stddev!r}")
+    dtype = ring_dtype(ring_bits)
+    if q.dtype != dtype:
+        raise SecAggError(f"add_ring_noise: expected dtype {dtype}, got {q.dtype}")
+    if stddev == 0:
+        return q
+    noise = np.rint(rng.normal(0.0, stddev * (levels / clip), q.shape)).astype(np.int64)
+    out: np.ndarray = (q.astype(np.uint64) + noise.view(np.uint64)).astype(dtype)  # both wrap mod 2^k
+    return out
+
+
+def rounding_sensitivity(*, size: int, clip_norm: float, clip: float, ring_bits: int = 32,
+                         max_clients: int) -> float:
+    """How much rounding to nearest can grow the L2 norm of a quantized update whose float norm is at
+    most ``clip_norm``, as a factor: ``(s * clip_norm + sqrt(size) / 2) / (s * clip_norm)``, with ``s`` the
+    levels per unit. The noise must be measured against this grown sensitivity."""
+    levels = quantization_levels(ring_bits=ring_bits, max_clients=max_clients)
+    scaled = clip_norm * levels / _check_clip(clip)
+    return float((scaled + np.sqrt(size) / 2) / scaled)

@@ -3,6 +3,7 @@
 from fedra.simulation._engine import (
     build_privacy,
     build_quarantine,
+    build_secure,
     build_strategy,
     client_ids,
     driver_config,
@@ -17,6 +18,7 @@ __all__ = [
     "WorkerApp",
     "build_privacy",
     "build_quarantine",
+    "build_secure",
     "build_strategy",
     "client_ids",
     "driver_config",

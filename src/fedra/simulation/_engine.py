@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 import numpy as np
 
@@ -35,9 +35,12 @@ from fedra.strategy import (
     Strategy,
     quarantine_report,
 )
-from fedra.transport.base import Task, TaskBatch
+from fedra.transport.base import Task, TaskBatch, Transport
 
-__all__ = ["ROOT_CLIENT", "build_privacy", "build_quarantine", "build_strategy", "client_ids", "driver_config", "load_data",
+if TYPE_CHECKING:
+    from fedra.runtime import SecureAggregation
+
+__all__ = ["ROOT_CLIENT", "build_privacy", "build_quarantine", "build_secure", "build_strategy", "client_ids", "driver_config", "load_data",
            "malicious_clients", "noise_seed", "simulate"]
 
 #: the pseudo-client id under which a worker trains FLTrust's server model on the root dataset
@@ -76,6 +79,18 @@ def build_privacy(job: JobSpec) -> DPFedAvg | None:
         return DPFedAvg(config, rounds=job.job.rounds, population=n, sampling_rate=s.fraction)
     cohort = FractionSampler(fraction=s.fraction, min_clients=s.min_clients).size(n)
     return DPFedAvg(config, rounds=job.job.rounds, population=n, clients_per_round=cohort)
+
+
+def build_secure(job: JobSpec) -> SecureAggregation | None:
+    """The job's secure aggregation settings (``None`` without ``[secagg]``), for the simulation and the server."""
+    sa = job.secagg
+    clip = job.secagg_clip()
+    if sa is None or clip is None:
+        return None
+    from fedra.runtime import SecureAggregation
+
+    return SecureAggregation(clip=clip, degree=sa.degree, threshold=sa.threshold, ring_bits=sa.ring_bits,
+                             stage_timeout=sa.stage_timeout, max_weight=sa.max_weight)
 
 
 def build_quarantine(job: JobSpec) -> QuarantinePolicy | None:
@@ -197,10 +212,13 @@ def simulate(job: JobSpec, *, observers: Sequence[Observer] = (), run_dir: Path 
     def factory() -> _SimApp:
         return _SimApp(module, framework, fed, parts, max_cached)
 
+    secure = build_secure(job)
     with ProcessPoolTransport(ids, factory, num_workers=job.simulation.workers) as pool:
         initial = pool.initial_arrays(job.job.seed)
+        # under secure aggregation the clients' protocol runs in this process, on what the workers trained
+        transport: Transport = pool if secure is None else _secure_transport(pool)
         driver = RoundDriver(
-            strategy=build_strategy(job), transport=pool, initial_params=initial, config=driver_config(job),
+            strategy=build_strategy(job), transport=transport, initial_params=initial, config=driver_config(job),
             evaluator=lambda params: pool.evaluate_central(params, seed=job.job.seed,
                                                            config=job.client.as_config()),
             observers=observers,
@@ -209,6 +227,7 @@ def simulate(job: JobSpec, *, observers: Sequence[Observer] = (), run_dir: Path 
             quarantine=build_quarantine(job),
             update_hook=hook,
             root_trainer=_root_trainer(pool, job) if job.strategy.aggregator == "fltrust" else None,
+            secure=secure,
         )
         result = driver.run()
     summary: dict[str, Any] = dict(result.summary)
@@ -217,6 +236,12 @@ def simulate(job: JobSpec, *, observers: Sequence[Observer] = (), run_dir: Path 
     if job.quarantine is not None:
         summary["quarantine"] = quarantine_report(driver.quarantine_events, malicious=malicious).to_dict()
     return replace(result, summary=summary)
+
+
+def _secure_transport(pool: ProcessPoolTransport) -> Transport:
+    from fedra.runtime import SecureTransport
+
+    return SecureTransport(pool)
 
 
 def _root_trainer(pool: ProcessPoolTransport, job: JobSpec) -> Callable[[Mapping[str, np.ndarray], int],

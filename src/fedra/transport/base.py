@@ -21,7 +21,8 @@ __all__ = ["JobFinished", "Reply", "Task", "TaskBatch", "TaskKind", "Transport"]
 
 from fedra.errors import TransportError
 
-TaskKind = Literal["train", "evaluate"]
+#: ``"secagg"``: one step of a secure aggregation round, each task with its own small payload
+TaskKind = Literal["train", "evaluate", "secagg"]
 Buffer = bytes | bytearray | memoryview
 
 
@@ -33,21 +34,31 @@ class JobFinished(TransportError):
 
 @dataclass(frozen=True, slots=True)
 class Task:
-    """One client's share of a round: who, and the identifiers its reply must echo."""
+    """One client's share of a round: who, and the identifiers its reply must echo.
+
+    ``payload``, when set, is sent to this client instead of the batch's shared payload: the steps of
+    secure aggregation send each client its own messages (a few hundred bytes each).
+    """
 
     task_id: str
     client_id: str
     nonce: str
+    payload: Buffer | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
 class TaskBatch:
-    """The tasks of one exchange. ``payload`` is an encoded :class:`fedra.records.Message`."""
+    """The tasks of one exchange. ``payload`` is an encoded :class:`fedra.records.Message`, sent to every
+    task that carries no payload of its own."""
 
     kind: TaskKind
     round: int
     payload: Buffer
     tasks: tuple[Task, ...]
+
+    def payload_of(self, task: Task) -> Buffer:
+        """What ``task``'s client is sent: its own payload, or the batch's shared one."""
+        return self.payload if task.payload is None else task.payload
 
 
 @dataclass(frozen=True, slots=True)

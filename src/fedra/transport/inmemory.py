@@ -10,7 +10,8 @@ from fedra.transport.base import Buffer, Reply, Task, TaskBatch, Transport
 
 __all__ = ["FunctionTransport"]
 
-#: ``handler(batch, task)`` returns the encoded reply, or raises to report the client's failure.
+#: ``handler(batch, task)`` returns the encoded reply, or raises to report the client's failure; the
+#: task's payload is ``batch.payload_of(task)``.
 Handler = Callable[[TaskBatch, Task], Buffer | None]
 
 

@@ -181,7 +181,7 @@ class _Servicer:
                 context.abort(grpc.StatusCode.OUT_OF_RANGE, "the job is finished")
                 raise AssertionError("unreachable: abort raises")
             batch, task = item
-            payload = memoryview(batch.payload).cast("B")
+            payload = memoryview(batch.payload_of(task)).cast("B")
             head = pb.TaskHeader(task_id=task.task_id, nonce=task.nonce, kind=batch.kind, round=batch.round,
                                  payload_size=payload.nbytes)
             sent = False
@@ -192,7 +192,8 @@ class _Servicer:
                         return
                 # one copy per send (gRPC needs bytes): caching the encoded chunks instead would hold
                 # another copy of the model for the whole round; the digests are computed once per round
-                yield from chunks(payload, task=head, digests=self.t._digests_of(batch))
+                yield from chunks(payload, task=head,
+                                  digests=self.t._digests_of(batch) if task.payload is None else None)
                 sent = True
             finally:
                 if slot:
