@@ -1,9 +1,14 @@
 """What ``podman kube play`` (podman 4.3, Debian 12) needs done to fedra's manifests, and nothing more.
 
-podman plays Pods, Deployments, PersistentVolumeClaims, ConfigMaps and Secrets, and ignores the rest
-without a word. For the rendered job that means:
+podman 4.3's ``kube play`` plays Pods, Deployments, PersistentVolumeClaims, ConfigMaps and Secrets (its
+manual lists Pod, Deployment, PersistentVolumeClaim and ConfigMap), and ignores the rest without a word.
+For the rendered job that means:
 
-- ``Job``: ignored. Each client Job's pod template is played as a bare ``Pod`` instead (same spec).
+- ``Job``: ignored (Job support came after podman 4.3). The server's Job and each client's Job are
+  played as a bare ``Pod`` made from the Job's pod template (same labels, same spec, so the same
+  ``restartPolicy: OnFailure``: podman restarts a container that fails, and leaves one that exits 0).
+  The Job's own fields (completions, parallelism, backoffLimit, ttlSecondsAfterFinished) have no
+  podman counterpart and are checked by validation and structural tests only.
 - ``Service``, ``NetworkPolicy``: ignored (podman has no cluster DNS, no kube-proxy, no policy engine).
   All pods share one network namespace made by the test, and clients dial the server at 127.0.0.1
   (rendered with ``server_host``); these objects are checked by validation and structural tests only.
@@ -63,7 +68,9 @@ def k8s_for_podman(manifests: list[dict[str, Any]], secrets_root: Path) -> list[
             continue
         m = copy.deepcopy(m)
         if kind == "Job":
-            m = {"apiVersion": "v1", "kind": "Pod", "metadata": m["metadata"], "spec": m["spec"]["template"]["spec"]}
+            template = m["spec"]["template"]
+            metadata = {**m["metadata"], "labels": template["metadata"]["labels"]}
+            m = {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"]}
         spec = m["spec"]["template"]["spec"] if kind == "Deployment" else m.get("spec", {})
         for container in spec.get("containers", []):
             # podman publishes containerPorts on the host, which a namespace network cannot do

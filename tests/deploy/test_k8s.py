@@ -16,7 +16,7 @@ import typer
 from k8s_fixtures import k8s_federation, k8s_job_dir, k8s_render
 from typer.testing import CliRunner
 
-from fedra.deploy._k8s import to_yaml
+from fedra.deploy._k8s import SERVER_BACKOFF_LIMIT, to_yaml
 from fedra.errors import ConfigError
 
 # the validator and a YAML reader are dev dependencies (pyproject's dev extra); skip, saying so, without them
@@ -50,7 +50,7 @@ def _pods(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Every pod spec, by its workload's name."""
     out = {}
     for m in manifests:
-        if m["kind"] in ("Deployment", "Job"):
+        if m["kind"] == "Job":
             out[m["metadata"]["name"]] = m["spec"]["template"]["spec"]
     return out
 
@@ -58,18 +58,17 @@ def _pods(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 @pytest.mark.parametrize("version", VERSIONS)
 def test_every_object_passes_strict_validation(k8s_manifests: list[dict[str, Any]], version: str) -> None:
     kinds = sorted({m["kind"] for m in k8s_manifests})
-    assert kinds == ["ConfigMap", "Deployment", "Job", "NetworkPolicy", "PersistentVolumeClaim", "Secret",
-                     "Service"]
+    assert kinds == ["ConfigMap", "Job", "NetworkPolicy", "PersistentVolumeClaim", "Secret", "Service"]
     for m in k8s_manifests:
         validate(m, version, strict=True)
 
 
 def test_strict_validation_catches_an_unknown_field(k8s_manifests: list[dict[str, Any]]) -> None:
     # the control for the test above: --strict really rejects what the API server would
-    deployment = dict(_by(k8s_manifests, "Deployment")["k8s-demo-server"])
-    deployment["spec"] = {**deployment["spec"], "replica": 1}
+    server = dict(_by(k8s_manifests, "Job")["k8s-demo-server"])
+    server["spec"] = {**server["spec"], "completion": 1}
     with pytest.raises(kv.ValidationError):
-        validate(deployment, "1.32", strict=True)
+        validate(server, "1.32", strict=True)
 
 
 def test_the_written_file_passes_the_validator_command(k8s_manifests: list[dict[str, Any]],
@@ -135,8 +134,7 @@ def test_pods_run_locked_down(k8s_manifests: list[dict[str, Any]]) -> None:
 
 
 def test_server_state_is_on_a_claim_and_probed_on_its_port(k8s_manifests: list[dict[str, Any]]) -> None:
-    dep = _by(k8s_manifests, "Deployment")["k8s-demo-server"]
-    assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"] == {"type": "Recreate"}
+    dep = _by(k8s_manifests, "Job")["k8s-demo-server"]
     pod = dep["spec"]["template"]["spec"]
     claim = {v["name"]: v for v in pod["volumes"]}["state"]["persistentVolumeClaim"]["claimName"]
     assert claim in _by(k8s_manifests, "PersistentVolumeClaim")
@@ -147,6 +145,21 @@ def test_server_state_is_on_a_claim_and_probed_on_its_port(k8s_manifests: list[d
     svc = _by(k8s_manifests, "Service")["k8s-demo-server"]
     assert svc["spec"]["selector"] == dep["spec"]["template"]["metadata"]["labels"]
     assert svc["spec"]["ports"][0]["port"] == 7788
+
+
+def test_server_is_a_job_that_completes_and_restarts_in_place(k8s_manifests: list[dict[str, Any]]) -> None:
+    # a Deployment would restart a server whose job has finished, forever; a Job with one pod completes
+    # when the server exits 0, and restarts a crashed one in the same pod (same claim, so it resumes)
+    assert not _by(k8s_manifests, "Deployment") and not _by(k8s_manifests, "StatefulSet")
+    server = _by(k8s_manifests, "Job")["k8s-demo-server"]
+    spec = server["spec"]
+    assert server["apiVersion"] == "batch/v1"
+    assert spec["completions"] == 1 and spec["parallelism"] == 1
+    assert spec["backoffLimit"] == SERVER_BACKOFF_LIMIT and SERVER_BACKOFF_LIMIT >= 3
+    assert "selector" not in spec  # the Job controller makes a unique one; a hand-made one could adopt pods
+    assert spec["template"]["spec"]["restartPolicy"] == "OnFailure"
+    # the server's pod is told apart from the clients' by its component label, which the Job keeps
+    assert spec["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "server"
 
 
 def test_client_limits_come_from_the_job(k8s_manifests: list[dict[str, Any]]) -> None:
@@ -160,8 +173,9 @@ def test_client_limits_come_from_the_job(k8s_manifests: list[dict[str, Any]]) ->
 
 def test_network_policies_admit_only_the_federation(k8s_manifests: list[dict[str, Any]]) -> None:
     policies = _by(k8s_manifests, "NetworkPolicy")
-    server_labels = _by(k8s_manifests, "Deployment")["k8s-demo-server"]["spec"]["template"]["metadata"]["labels"]
-    client_labels = [m["spec"]["template"]["metadata"]["labels"] for m in k8s_manifests if m["kind"] == "Job"]
+    server_labels = _by(k8s_manifests, "Job")["k8s-demo-server"]["spec"]["template"]["metadata"]["labels"]
+    client_labels = [m["spec"]["template"]["metadata"]["labels"] for m in k8s_manifests
+                     if m["kind"] == "Job" and m["metadata"]["name"] != "k8s-demo-server"]
 
     def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
         return all(labels.get(k) == v for k, v in selector["matchLabels"].items())

@@ -1,6 +1,17 @@
 """For real: the generated units on a Debian 12 machine booted with systemd-nspawn. The server unit and
 three client units run a job over mutual TLS on the machine's loopback; the server is killed with SIGKILL
-mid-job; systemd restarts it; it resumes from its checkpoint and the job completes."""
+mid-job; systemd restarts it; it resumes from its checkpoint and the job completes.
+
+The clients train in bubblewrap (nested user namespaces work under nspawn) inside a unit that delegates
+its cgroup subtree (``Delegate=memory cpu pids``). Whether the sandbox's limits can be applied depends on
+the host: on a pure cgroup v2 host the machine's systemd delegates a v2 subtree with those controllers,
+the job sets ``sandbox.enabled = "on"`` and the test checks the client's leaf and the sandbox's group
+beside it. On a hybrid host (v1 controllers, an empty cgroup2 tree; the machines these tests were
+written on) no limit can be delegated: nspawn mounts the v1 trees read-only and systemd delegates only
+cgroup v2, which has no controllers there. The job then says ``"auto"``, and the test checks that the
+delegated v2 subtree is the service user's and writable in the unit, and that the client says exactly
+why training runs without its own limits (the unit's limits still bound it).
+"""
 
 from __future__ import annotations
 
@@ -46,6 +57,8 @@ round_timeout = 60
 [client]
 batch_size = 16
 '''
+#: the controllers the sandbox's limits use (the job's default limit is pids = 512)
+LIMIT_CONTROLLERS = {"memory", "cpu", "pids"}
 
 
 def wait_for(what: str, check: object, timeout: float, machine: Machine) -> None:
@@ -78,6 +91,29 @@ def certificates(directory: Path) -> None:
     (directory / "ca" / "ca.key").unlink()
 
 
+def check_delegation(machine: Machine, unit: str, unified: str, *, limits: bool) -> None:
+    """The client unit's cgroup v2 subtree is delegated: the service user's, writable in the unit (and
+    nothing above it); with ``limits``, the client sits in its leaf and the sandbox's group beside it."""
+    assert machine.prop(unit, "Delegate") == "yes"
+    assert set(machine.prop(unit, "DelegateControllers").split()) == LIMIT_CONTROLLERS
+    group = unified + machine.prop(unit, "ControlGroup")
+    assert machine.sh(f"stat -c %U '{group}'").stdout.strip() == "fedra"
+    pid = machine.prop(unit, "MainPID")
+    # in the unit's own mount namespace (ProtectControlGroups=no leaves /sys/fs/cgroup writable there),
+    # as the service user
+    inside = f"nsenter -t {pid} -m setpriv --reuid=fedra --regid=fedra --clear-groups"
+    machine.sh(f"{inside} mkdir '{group}/fedra-test-probe' && rmdir '{group}/fedra-test-probe'")
+    above = machine.sh(f"{inside} mkdir '{group.rsplit('/', 1)[0]}/fedra-test-probe'", check=False)
+    assert above.returncode != 0 and "Permission denied" in above.stderr, above
+    if limits:
+        own = machine.sh(f"cat /proc/{pid}/cgroup").stdout
+        assert any(line.startswith("0::") and line.endswith("/fedra-client") for line in own.splitlines()), own
+        boxes = machine.sh(f"ls -d '{group}'/fedra-sandbox-{pid}-*").stdout.split()
+        assert len(boxes) == 1, boxes
+        assert machine.sh(f"cat '{boxes[0]}/pids.max'").stdout.strip() == "512"
+        assert machine.sh(f"cat '{boxes[0]}/cgroup.procs'").stdout.split(), "the sandbox's group is empty"
+
+
 @pytest.mark.slow
 def test_units_run_a_job_and_the_server_resumes_after_sigkill(tmp_path: Path) -> None:
     reason = unavailable_reason()
@@ -89,14 +125,21 @@ def test_units_run_a_job_and_the_server_resumes_after_sigkill(tmp_path: Path) ->
         root = machine.root
         etc = root / "etc" / "fedra"
         etc.mkdir(parents=True)
-        (etc / "job.toml").write_text(JOB)
-        shutil.copy(TASK, etc / "task.py")
-        certificates(etc / "federation")
         # the client trains in a bubblewrap sandbox: the machine gets the host's bwrap (the cached root
         # filesystem has no bubblewrap package, and nothing can be installed without a network)
         bwrap = shutil.which("bwrap")
         if bwrap is not None:
             shutil.copy(bwrap, root / "usr" / "bin" / "bwrap")
+        # the machine's cgroup v2 tree: /sys/fs/cgroup (unified) or /sys/fs/cgroup/unified (hybrid)
+        unified = "/sys/fs/cgroup" if machine.sh("test -e /sys/fs/cgroup/cgroup.controllers",
+                                                 check=False).returncode == 0 else "/sys/fs/cgroup/unified"
+        offered = machine.sh(f"cat {unified}/cgroup.controllers", check=False).stdout.split()
+        limits_delegable = set(offered) >= LIMIT_CONTROLLERS
+        # where the limits can be delegated, the sandbox must be on, limits and all (see the module notes)
+        mode = "on" if limits_delegable and bwrap is not None else "auto"
+        (etc / "job.toml").write_text(JOB + f'[sandbox]\nenabled = "{mode}"\n')
+        shutil.copy(TASK, etc / "task.py")
+        certificates(etc / "federation")
         job = load_job(etc / "job.toml")
         options = SystemdOptions(
             fedra=FEDRA, job="/etc/fedra/job.toml", certs="/etc/fedra/federation", bind="127.0.0.1:7788",
@@ -136,6 +179,8 @@ def test_units_run_a_job_and_the_server_resumes_after_sigkill(tmp_path: Path) ->
             # bubblewrap (a warm process, alive as long as its client serves)
             comms = machine.sh("cat /proc/[0-9]*/comm 2>/dev/null", check=False).stdout.split()
             assert comms.count("bwrap") >= len(CLIENTS), sorted(comms)
+        for name in CLIENTS:
+            check_delegation(machine, client_unit_name(name), unified, limits=mode == "on")
         machine.sh("systemctl kill --kill-whom=main -s KILL fedra-server.service")
         killed_after = len(rounds_done(metrics))
 
@@ -168,4 +213,10 @@ def test_units_run_a_job_and_the_server_resumes_after_sigkill(tmp_path: Path) ->
             assert machine.prop(unit, "Result") == "success", journal
             if bwrap is not None:
                 assert "WITHOUT a sandbox" not in journal, journal
+            if mode == "on":
+                assert "WITHOUT resource limits" not in journal, journal
+            elif bwrap is not None:
+                # a hybrid host: the client says why training has no limits of its own, and what to do
+                assert "sandboxed WITHOUT resource limits" in journal, journal
+                assert "systemd delegates only cgroup v2" in journal, journal
         print(f"server killed after round {killed_after}, restarted by systemd, completed {ROUNDS} rounds")

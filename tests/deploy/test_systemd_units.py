@@ -34,7 +34,7 @@ TASK = Path(__file__).resolve().parents[1] / "simulation" / "softmax_task.py"
 SERVER_MAX = 3.0
 #: the figures measured when the units were written (systemd 252, ProtectHome=yes)
 SERVER_EXPOSURE = 1.1
-CLIENT_EXPOSURE = 2.3
+CLIENT_EXPOSURE = 2.5
 CLIENT_NO_SANDBOX_EXPOSURE = 1.1
 
 needs_analyze = pytest.mark.skipif(shutil.which("systemd-analyze") is None,
@@ -111,6 +111,22 @@ def test_client_limits_follow_the_sandbox_spec(tmp_path: Path) -> None:
     _, files = rendered(tmp_path, "[deploy]\nclient_memory_mib = 700\nclient_cpu = 0.25\n")
     s = settings(files[CLIENT_TEMPLATE])
     assert s["MemoryMax"] == ["700M"] and s["CPUQuota"] == ["25%"]
+
+
+def test_only_the_sandboxed_client_gets_a_delegated_writable_cgroup_subtree(tmp_path: Path) -> None:
+    # the sandbox's limits are a cgroup the client makes below its own: that needs the unit's subtree
+    # delegated (only the controllers the limits use) and /sys/fs/cgroup not read-only
+    _, files = rendered(tmp_path, "[sandbox]\nenabled = \"on\"\nmemory_mib = 256\ncpu = 0.5\n")
+    s = settings(files[CLIENT_TEMPLATE])
+    assert s["Delegate"] == ["memory cpu pids"]
+    assert s["ProtectControlGroups"] == ["no"]
+    comments = "\n".join(line for line in files[CLIENT_TEMPLATE].splitlines() if line.startswith("#"))
+    assert "- Delegate=" in comments and "- ProtectControlGroups=" in comments
+    server = settings(files[SERVER_UNIT])
+    assert "Delegate" not in server and server["ProtectControlGroups"] == ["yes"]
+    _, files = rendered(tmp_path, "[sandbox]\nenabled = \"off\"\n")
+    s = settings(files[CLIENT_TEMPLATE])
+    assert "Delegate" not in s and s["ProtectControlGroups"] == ["yes"]
 
 
 def test_env_files(tmp_path: Path) -> None:

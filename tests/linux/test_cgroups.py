@@ -282,3 +282,65 @@ def test_v2_a_shared_group_is_not_reorganised_and_the_error_says_what_to_do(
     with pytest.raises(CgroupError, match=r"holds other processes \(2\).*systemd-run --scope -p Delegate=yes"):
         Cgroup.create(Limits(memory_mib=64), name="box", root=tmp_path, proc_cgroup="0::/svc/client")
     assert not (own / "fedra-client").exists() and not (own / "box").exists()
+
+
+def test_v2_groups_after_the_leaf_move_go_beside_the_leaf_not_below_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a systemd unit with Delegate=: the client alone in <unit>; the probe moves it into <unit>/fedra-client,
+    # and every later group (the worker's, a label) is a sibling of that leaf, made without another move
+    own = fake_v2(tmp_path, own="system.slice/fedra-client@site-0.service", procs=f"{os.getpid()}\n")
+    _busy_once(monkeypatch)
+    Cgroup.create(Limits(memory_mib=64, cpu=0.5, pids=32), name="probe", root=tmp_path,
+                  proc_cgroup="0::/system.slice/fedra-client@site-0.service\n").close()
+    leaf = own / "fedra-client"
+    assert (leaf / "cgroup.procs").read_text() == str(os.getpid())
+    (own / "cgroup.procs").write_text("")  # what the kernel shows once the client has moved
+    assert (own / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"
+    moved = "0::/system.slice/fedra-client@site-0.service/fedra-client\n"  # /proc/self/cgroup now
+    group = Cgroup.create(Limits(memory_mib=64, cpu=0.5, pids=32), name="box", root=tmp_path, proc_cgroup=moved,
+                          label=True)
+    try:
+        assert group.version == 2 and group.label == own / "box"
+        assert group.dirs == {"memory": own / "box", "cpu": own / "box", "pids": own / "box"}
+        assert (own / "box" / "pids.max").read_text() == "32"
+        assert sorted(p.name for p in leaf.iterdir() if p.is_dir()) == []  # nothing nested in the leaf
+        assert (leaf / "cgroup.procs").read_text() == str(os.getpid())  # not moved again
+        assert (own / "cgroup.subtree_control").read_text() == "+memory +cpu +pids"  # nothing re-enabled
+    finally:
+        group.close()
+    assert sorted(p.name for p in own.iterdir() if p.is_dir()) == ["fedra-client"]
+
+
+def test_a_group_named_like_the_leaf_is_the_parent_only_when_its_parent_is_writable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    own = fake_v2(tmp_path, own="svc/fedra-client")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if str(path).endswith(
+        "svc/cgroup.subtree_control") else real_access(path, mode))
+    group = Cgroup.create(Limits(pids=8), name="box", root=tmp_path, proc_cgroup="0::/svc/fedra-client\n")
+    try:
+        assert group.dirs == {"pids": own / "box"}  # its own group: the one above is not ours to write
+    finally:
+        group.close()
+
+
+def test_v1_group_a_service_may_not_write_says_systemd_delegates_only_v2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a hybrid host: systemd chowns a Delegate= unit's cgroup v2 group, never its v1 controller groups
+    import errno
+
+    for c in ("memory", "cpu", "pids"):
+        (tmp_path / c / "system.slice" / "fedra-client@a.service").mkdir(parents=True)
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        if self.name.startswith("box"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    proc = "4:memory:/system.slice/fedra-client@a.service\n1:cpu:/system.slice/fedra-client@a.service\n"
+    with pytest.raises(CgroupError, match=r"memory/system.slice/fedra-client@a.service/box: Permission denied; "
+                                          r"expected a writable group.*cgroup v1.*systemd delegates only "
+                                          r"cgroup v2.*unified_cgroup_hierarchy=1.*MemoryMax="):
+        Cgroup.create(Limits(memory_mib=64), name="box", root=tmp_path, proc_cgroup=proc)

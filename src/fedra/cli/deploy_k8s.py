@@ -1,6 +1,6 @@
 """``fedra deploy k8s JOB.toml``: write the Kubernetes manifests of a job (``kubectl apply -f`` them).
 
-The manifests are rendered by :mod:`fedra.deploy._k8s`: the server as a Deployment with a Service and a
+The manifests are rendered by :mod:`fedra.deploy._k8s`: the server as a Job (one pod) with a Service and a
 PersistentVolumeClaim, one Job per client (one identity each), Secrets from the federation directory,
 NetworkPolicies, probes, resources and a locked-down securityContext. ``--values FILE`` also writes the
 values under which the Helm chart in ``deploy/helm/fedra`` renders the same objects.

@@ -12,7 +12,10 @@ The objects, for a job named ``NAME`` (``app.kubernetes.io/instance: NAME`` on e
     Secret         NAME-CLIENT-tls          CA certificate and that client's pair only (one per client)
     PersistentVolumeClaim NAME-server-state the server's run directory and state database (SQLite)
     Service        NAME-server              ClusterIP, the gRPC port
-    Deployment     NAME-server              one replica, strategy Recreate (never two writers of one state)
+    Job            NAME-server              one pod (completions 1, parallelism 1, never two writers of one
+                                            state): restartPolicy OnFailure restarts a crashed server in
+                                            place, resuming from its checkpoint on the claim; a finished
+                                            server exits 0 and the Job completes
     Job            NAME-CLIENT              one per client: each pod holds exactly one identity
     NetworkPolicy  NAME-server              ingress only from this job's clients, on the gRPC port; no egress
     NetworkPolicy  NAME-client              egress only to the server's gRPC port (and cluster DNS); no ingress
@@ -42,6 +45,7 @@ from fedra.job import JobSpec
 __all__ = [
     "APP_UID",
     "GRPC_PORT",
+    "SERVER_BACKOFF_LIMIT",
     "ClientCert",
     "K8sInputs",
     "K8sOptions",
@@ -57,6 +61,8 @@ __all__ = [
 APP_UID = 10001
 #: The server's gRPC port inside the pod and on the Service.
 GRPC_PORT = 7788
+#: How many times the server's Job restarts a failed server before the Job fails (see render_manifests).
+SERVER_BACKOFF_LIMIT = 10
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
@@ -358,13 +364,21 @@ def render_manifests(inputs: K8sInputs, options: K8sOptions) -> list[dict[str, A
         "securityContext": _container_security(),
         "volumeMounts": server_mounts,
     }
-    server_pod = {"automountServiceAccountToken": False, "enableServiceLinks": False,
-                  "securityContext": _pod_security(), "containers": [server_container],
-                  "volumes": server_volumes}
-    out.append({"apiVersion": "apps/v1", "kind": "Deployment",
+    # OnFailure: a crashed (or liveness-killed) server restarts in the same pod, on the same claim, and
+    # resumes from its checkpoint; one that finished exits 0 and stays finished (a Deployment would
+    # restart it forever)
+    server_pod = {"restartPolicy": "OnFailure", "automountServiceAccountToken": False,
+                  "enableServiceLinks": False, "securityContext": _pod_security(),
+                  "containers": [server_container], "volumes": server_volumes}
+    out.append({"apiVersion": "batch/v1", "kind": "Job",
                 "metadata": _meta(server, ns, _labels(name, "server")),
-                "spec": {"replicas": 1, "strategy": {"type": "Recreate"},
-                         "selector": {"matchLabels": _labels(name, "server")},
+                # one pod at a time: two servers must never write one state volume.
+                # backoffLimit: with OnFailure every in-place restart counts, over the job's whole life.
+                # A restart costs at most the round in flight, so 10 lets a long job ride out crashes,
+                # OOM kills and node trouble (the kubelet's back-off, up to 5 min each, spreads them over
+                # half an hour or more); more failures than that are a fault that repeats (a bad spec, a
+                # full volume, a corrupt checkpoint), and the Job fails visibly instead of looping.
+                "spec": {"completions": 1, "parallelism": 1, "backoffLimit": SERVER_BACKOFF_LIMIT,
                          "template": {"metadata": {"labels": _labels(name, "server")}, "spec": server_pod}}})
 
     resources = client_resources(job, options).as_dict()

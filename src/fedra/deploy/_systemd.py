@@ -16,10 +16,11 @@ reads (the ``fedra`` script's interpreter line). What the files are:
 
 Every unit is hardened; each setting that is left open is, in the unit itself, next to a comment that
 says why. ``systemd-analyze security --offline`` (systemd 252) rates the server unit 1.1 (the tests hold
-it at or below that, and the issue's bar is 3.0), and the client unit 2.3: higher because training
+it at or below that, and the issue's bar is 3.0), and the client unit 2.5: higher because training
 runs in a bubblewrap sandbox (:mod:`fedra.linux`), which needs what a unit could otherwise forbid: new
 user, mount and network namespaces, ``mount``/``pivot_root``, ``seccomp``, netlink (to bring up the
-sandbox's loopback). A job with ``sandbox.enabled = "off"`` gets
+sandbox's loopback), and a delegated, writable cgroup subtree (``Delegate=memory cpu pids``,
+``ProtectControlGroups=no``) for the sandbox's own limits. A job with ``sandbox.enabled = "off"`` gets
 a client unit as tight as the server's (1.1), and its training then has only the unit for a wall.
 """
 
@@ -269,7 +270,6 @@ ProtectClock=yes
 ProtectKernelTunables=yes
 ProtectKernelModules=yes
 ProtectKernelLogs=yes
-ProtectControlGroups=yes
 ProtectProc=invisible
 RestrictRealtime=yes
 RestrictSUIDSGID=yes
@@ -306,7 +306,8 @@ ExecStart={fedra} server ${{FEDRA_JOB}} --bind ${{FEDRA_BIND}} --certs ${{FEDRA_
 # the run directory (checkpoints, state.db, metrics, the final model) is the only writable place
 StateDirectory=fedra
 StateDirectoryMode=0700
-{limits}{common}{home}PrivateUsers=yes
+{limits}{common}{home}ProtectControlGroups=yes
+PrivateUsers=yes
 ProcSubset=pid
 RestrictNamespaces=yes
 SystemCallFilter=@system-service
@@ -347,18 +348,32 @@ EnvironmentFile={env}
 EnvironmentFile={config_dir}/client-%i.env
 ExecStart={fedra} client --server ${{FEDRA_SERVER}} --job ${{FEDRA_JOB}} --name %i --certs ${{FEDRA_CERTS}} $FEDRA_CLIENT_DATA
 # the unit's limits bound the client and its training together (the job's sandbox limits plus room for
-# the client process); per-training cgroups would need a delegated, writable cgroup tree
+# the client process); with the sandbox on, training gets its own limits too, in a cgroup of the
+# subtree delegated below
 {limits}{common}{home}{sandbox}
 [Install]
 WantedBy=multi-user.target
 """
 
 _CLIENT_SANDBOXED = """\
+# The sandbox's limits (the job's [sandbox] memory_mib, cpu, pids) are a cgroup the client makes below
+# its own: on cgroup v2 it moves itself into the leaf <unit>/fedra-client and makes the sandbox's group
+# beside it, which needs the unit's cgroup delegated (chowned to the service user) and writable.
+Delegate=memory cpu pids
+ProtectControlGroups=no
 SystemCallFilter=@system-service @mount seccomp
 SystemCallFilter=~@resources
 # only the namespaces the sandbox makes (not time, say)
 RestrictNamespaces=cgroup ipc mnt net pid user uts
 # Exposure left open, each because training runs in a bubblewrap sandbox inside this unit:
+# - Delegate= hands the unit's cgroup subtree to the client, with only the memory, cpu and pids
+#   controllers (what the sandbox's limits use); the subtree stays inside the unit's own MemoryMax=,
+#   CPUQuota= and TasksMax=, which bound everything below it. systemd delegates cgroup v2 only: on a
+#   host with cgroup v1 controllers (hybrid, legacy) the client cannot make the sandbox's groups, says
+#   so, and the unit's limits are training's only ones.
+# - ProtectControlGroups= is off: with it /sys/fs/cgroup is read-only in the unit, delegated subtree
+#   included (systemd 252 has no ProtectControlGroups=private); above the subtree the tree is root's
+#   and stays unwritable to the service user.
 # - RestrictNamespaces= allows the sandbox's: new user, pid, mount, network, ipc, uts and cgroup
 #   namespaces, made without privilege (user namespaces), which is why CapabilityBoundingSet= can
 #   still be empty.
@@ -381,6 +396,7 @@ RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK
 _CLIENT_UNSANDBOXED = """\
 # The job turns the training sandbox off (sandbox.enabled = "off"): the unit is the only wall, as
 # tight as the server's.
+ProtectControlGroups=yes
 PrivateUsers=yes
 ProcSubset=pid
 RestrictNamespaces=yes

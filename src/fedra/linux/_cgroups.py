@@ -18,6 +18,14 @@ A controller is taken from v2 when the unified tree offers it, else from its v1 
 (like the ones fedra is developed on: v1 for cpu/memory/pids, an empty cgroup2 tree) work, and so do
 pure v2 hosts. ``root=`` points the module at another tree (a fake v2 tree in the tests).
 
+**A delegated subtree** (a systemd unit with ``Delegate=``, ``systemd-run --scope -p Delegate=yes``):
+cgroup v2 lets no process sit in a group that hands controllers to its children. A client alone in
+its delegated group therefore moves itself into the leaf ``GROUP/fedra-client`` once, enables the
+controllers in ``GROUP``, and makes each sandbox's group beside that leaf; later groups (the probe,
+the worker's, a label) see the client in the leaf and go beside it too, never one level deeper.
+systemd delegates cgroup v2 only: on a v1 (hybrid or legacy) host a service user's v1 groups stay
+root's, and :meth:`Cgroup.create` says so.
+
 **Labels.** eBPF sees a process's cgroup v2 id only (``bpf_get_current_cgroup_id``). On a hybrid host
 the limits live in v1 groups, which eBPF cannot tell apart, so ``label=True`` also makes a group of the
 same name in the cgroup2 tree, with no controllers: the sandbox's processes join it too, and its id
@@ -45,6 +53,8 @@ __all__ = ["Cgroup", "CgroupError", "Limits", "cgroup_unavailable_reason"]
 _CPU_PERIOD_US = 100_000
 _MIB = 1 << 20
 _counter = itertools.count()
+#: the leaf a client alone in its delegated cgroup v2 group moves into (see the module notes)
+_LEAF = "fedra-client"
 #: groups this module names; the number is the pid of the process that made them
 _OURS = re.compile(r"fedra-(?:sandbox|probe)-(\d+)-\d+")
 
@@ -210,6 +220,10 @@ class Cgroup:
         if not needed and not label:
             raise CgroupError("no limits to apply: set memory_mib, cpu or pids")
         v2_dir = _under(v2_mount, own_v2) if v2_mount is not None and own_v2 is not None else None
+        if v2_dir is not None and v2_dir.name == _LEAF and os.access(v2_dir.parent / "cgroup.subtree_control",
+                                                                  os.W_OK):
+            # moved into the leaf by an earlier group: the delegated group above it is the sandboxes' parent
+            v2_dir = v2_dir.parent
         offered = set(_read(v2_dir / "cgroup.controllers").split()) if v2_dir and (
             v2_dir / "cgroup.controllers").exists() else set()
         if v2_dir is not None and offered >= set(needed):
@@ -238,7 +252,7 @@ class Cgroup:
             for controller in needed:
                 parent = _under(v1_mounts[controller], own_v1[controller])
                 # cpu and cpuacct often share one tree: one directory serves both
-                group.dirs[controller] = group._mkdir(parent / name)
+                group.dirs[controller] = group._mkdir(parent / name, v1=True)
             group._apply_v1()
             if label:
                 assert v2_dir is not None  # checked above
@@ -248,13 +262,23 @@ class Cgroup:
             raise
         return group
 
-    def _mkdir(self, path: Path) -> Path:
+    def _mkdir(self, path: Path, *, v1: bool = False) -> Path:
         _sweep(path.parent)
         try:
             path.mkdir(exist_ok=True)
         except OSError as exc:
+            if v1 and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                # systemd's Delegate= chowns a unit's cgroup v2 group (and name=systemd), never its v1
+                # controller groups; a container's v1 trees are mounted read-only
+                raise CgroupError(
+                    f"cannot create the cgroup {path}: {exc.strerror}; expected a writable group of this "
+                    "process's own, found a cgroup v1 tree it may not write (systemd delegates only cgroup "
+                    "v2, Delegate= included); boot the host with the unified hierarchy "
+                    "(systemd.unified_cgroup_hierarchy=1), or drop the sandbox's limits and rely on the "
+                    "service's own (MemoryMax=, CPUQuota=, TasksMax=)") from exc
             raise CgroupError(f"cannot create the cgroup {path}: {exc.strerror}; the client needs write "
-                              "access to its own cgroup (root, or a delegated subtree)") from exc
+                              "access to its own cgroup (root, or a delegated subtree: systemd "
+                              "Delegate=yes)") from exc
         return path
 
     def _set(self, path: Path, value: str, *, optional: bool = False) -> None:
@@ -283,7 +307,7 @@ class Cgroup:
                         f"cannot enable {' '.join(todo)} in {control}: the group holds other processes "
                         f"({len(procs)}); run the client in a delegated group of its own, e.g. "
                         "systemd-run --scope -p Delegate=yes fedra client ...") from exc
-                leaf = self._mkdir(parent / "fedra-client")
+                leaf = self._mkdir(parent / _LEAF)
                 self._set(leaf / "cgroup.procs", str(os.getpid()))
                 self._set(control, " ".join(f"+{c}" for c in todo))
         path = self._mkdir(parent / name)
