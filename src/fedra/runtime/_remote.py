@@ -14,8 +14,8 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from fedra.errors import FedraError, TransportError
-from fedra.records import decode_message
+from fedra.errors import FedraError, RecordError, TransportError
+from fedra.records import Message, decode_message
 from fedra.runtime._client import ClientApp, RoundPayload, run_task
 from fedra.runtime._sandboxed import TaskFailed, TaskRunner
 from fedra.transport.base import Buffer, JobFinished, Task
@@ -44,6 +44,15 @@ class Connector(Protocol):
 
 #: the task config key that asks for secure aggregation (fedra.runtime._secure.SECAGG_CONFIG)
 _SECAGG = "secagg"
+
+
+def _peek(payload: Buffer) -> Message | None:
+    """The task's envelope (views: no copy, no pass over the values), or None when it does not decode:
+    then whoever runs the task reports what is wrong with it, as before secure aggregation existed."""
+    try:
+        return decode_message(payload, what="task")
+    except RecordError:
+        return None
 
 
 def _secure_client() -> SecureClient:
@@ -86,8 +95,8 @@ def serve(connector: Connector, app: ClientApp | TaskRunner, *, stop: threading.
         task = pulled.task
         error: str | None
         try:
-            head = decode_message(pulled.payload, what="task")  # views: no copy, no pass over the values
-            if head.meta.get("kind") == "secagg":
+            head = _peek(pulled.payload)
+            if head is not None and head.meta.get("kind") == "secagg":
                 secure = secure or _secure_client()
                 reply = secure.step(pulled.payload, task)
             else:
@@ -95,8 +104,9 @@ def serve(connector: Connector, app: ClientApp | TaskRunner, *, stop: threading.
                     reply = app.run_task(pulled.payload, task)
                 else:
                     reply = run_task(app, RoundPayload.decode(pulled.payload), task)
-                rnd = head.meta.get("round")
-                if head.meta.get("kind") == "train" and _SECAGG in head.config and isinstance(rnd, int):
+                rnd = None if head is None else head.meta.get("round")
+                if (head is not None and head.meta.get("kind") == "train" and _SECAGG in head.config
+                        and isinstance(rnd, int)):
                     secure = secure or _secure_client()
                     reply = secure.start(head, task, reply, round=rnd)
         except TaskFailed as exc:

@@ -371,6 +371,9 @@ class SecureClient:
     def __init__(self, *, max_sessions: int = 100_000) -> None:
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._max = max_sessions
+        #: CPU seconds (of the calling threads) spent in the protocol: quantizing, noising, key agreement,
+        #: sharing, encrypting, masking, and coding its messages; not the training
+        self.cpu_seconds = 0.0
 
     @staticmethod
     def wants(config: Mapping[str, Scalar]) -> bool:
@@ -389,6 +392,7 @@ class SecureClient:
         except (KeyError, TypeError, ValueError, SecAggError) as exc:
             raise SecAggError(f"secure aggregation: the task's {SECAGG_CONFIG!r} config is not valid: {exc}; "
                                 "the server and this client may run different fedra versions") from exc
+        t0 = time.thread_time()
         trained = decode_message(reply)
         names = float_names(global_message.arrays)
         delta = {n: np.subtract(trained.arrays[n], global_message.arrays[n], dtype=np.float64) for n in names}
@@ -417,10 +421,19 @@ class SecureClient:
         meta = {k: v for k, v in trained.meta.items() if k in ("num_examples", "round")}
         meta.update(task_id=task.task_id, nonce=task.nonce, client_id=task.client_id)
         metrics = {**trained.metrics, "secagg_clipped": clipped}
-        return _wrap(out[0], meta, metrics)
+        wrapped = _wrap(out[0], meta, metrics)
+        self.cpu_seconds += time.thread_time() - t0
+        return wrapped
 
     def step(self, payload: Buffer, task: Task) -> bytearray:
         """Answer one ``secagg`` task: the server's message in, this client's next message out."""
+        t0 = time.thread_time()
+        try:
+            return self._step(payload, task)
+        finally:
+            self.cpu_seconds += time.thread_time() - t0
+
+    def _step(self, payload: Buffer, task: Task) -> bytearray:
         msg = decode_message(payload, what="secure aggregation task")
         if set(msg.arrays) != {_VECTOR}:
             raise SecAggError(f"secure aggregation task: expected one array {_VECTOR!r}, got {sorted(msg.arrays)}")
