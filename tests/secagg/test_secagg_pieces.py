@@ -263,3 +263,35 @@ def test_config_round_trips_through_json() -> None:
         SecAggConfig.from_dict({"round_id": "r"})
     with pytest.raises(SecAggError, match="'size' has the wrong type"):
         SecAggConfig.from_dict({**config.to_dict(), "size": "3"})
+
+
+def test_ring_noise_is_whole_levels_added_mod_2k_and_the_sum_stays_exact() -> None:
+    from fedra.secagg import add_ring_noise, rounding_sensitivity
+
+    rng = np.random.default_rng(3)
+    xs = [rng.uniform(-0.4, 0.4, 1000) for _ in range(4)]
+    qs = [quantize(x, clip=1.0, max_clients=4) for x in xs]
+    noised = [add_ring_noise(q, stddev=0.05, clip=1.0, max_clients=4, rng=np.random.default_rng(i))
+              for i, q in enumerate(qs)]
+    levels = quantization_levels(ring_bits=32, max_clients=4)
+    # each share is a whole number of levels, drawn from N(0, (0.05 * L / clip)^2)
+    shares = [n.view(np.int32).astype(np.int64) - q.view(np.int32).astype(np.int64) for n, q in zip(noised, qs,
+                                                                                                    strict=True)]
+    expect = [np.rint(np.random.default_rng(i).normal(0, 0.05 * levels, 1000)) for i in range(4)]
+    for got, want in zip(shares, expect, strict=True):
+        np.testing.assert_array_equal(got, want)
+    total = np.zeros(1000, np.uint32)
+    for n in noised:
+        total += n  # the ring's sum, wrapping as uint32 does
+    exact = sum(q.view(np.int32).astype(np.int64) for q in qs) + sum(expect)
+    np.testing.assert_array_equal(total.view(np.int32).astype(np.int64), exact)
+    np.testing.assert_allclose(dequantize_sum(total, clip=1.0, max_clients=4), exact / levels)
+    # zero noise changes nothing; a bad stddev or dtype is refused
+    assert add_ring_noise(qs[0], stddev=0.0, clip=1.0, max_clients=4, rng=rng) is qs[0]
+    with pytest.raises(SecAggError, match="stddev"):
+        add_ring_noise(qs[0], stddev=float("nan"), clip=1.0, max_clients=4, rng=rng)
+    with pytest.raises(SecAggError, match="dtype"):
+        add_ring_noise(qs[0].astype(np.uint64), stddev=1.0, clip=1.0, max_clients=4, rng=rng)
+    # rounding grows an update's L2 norm by at most sqrt(d)/2 levels
+    g = rounding_sensitivity(size=10_000, clip_norm=0.5, clip=1.0, max_clients=4)
+    assert g == pytest.approx((0.5 * levels + 50) / (0.5 * levels))
