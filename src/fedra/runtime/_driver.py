@@ -500,6 +500,10 @@ class RoundDriver:
                 self.params = new_params
                 rec.completed = True
                 rec.train_metrics = metrics
+        elif secured is not None and secured.model is None:
+            log.warning("round %d: secure aggregation released no sum (%s); the global model is unchanged",
+                        rnd, "; ".join(secured.notes) or "see the warnings above")
+            state = state.advanced(round=rnd)
         else:
             log.warning("round %d: %d accepted replies, %d required; the global model is unchanged",
                         rnd, rec.accepted, self.config.min_replies)

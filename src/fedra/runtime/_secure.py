@@ -224,7 +224,8 @@ class SecureRound:
                     log.warning("round %d: %d masked inputs arrived, min_replies = %d: nothing is unmasked",
                                 self.rnd, len(outgoing), self.min_replies)
                     return SecureOutcome(None, metrics, server_seconds=busy,
-                                         notes=[f"{len(outgoing)} masked inputs < min_replies"])
+                                         notes=[f"{len(outgoing)} masked inputs < min_replies = "
+                                                f"{self.min_replies}: nothing was unmasked"])
                 outgoing, spent = self._stage(server, stage, outgoing, rec)
                 busy += spent
                 if stage is Stage.UNMASK:
@@ -246,6 +247,7 @@ class SecureRound:
                                 server_seconds=busy, unmask_seconds=unmask)
         if len(result.survivors) < self.min_replies:
             rec.fail("too few survivors")
+            outcome.notes.append(f"{len(result.survivors)} survivors < min_replies = {self.min_replies}")
             return outcome
         outcome.model = self._release(result, outcome)
         return outcome
