@@ -97,21 +97,19 @@ def test_concrete_types_are_final() -> None:
         assert getattr(cls, "__final__", False), f"{cls.__name__} should be @final"
 
 
-def test_import_is_numpy_only_and_fast() -> None:
+def test_import_is_numpy_only() -> None:
+    # what keeps `import fedra.data` fast is that it loads no heavy library; its time is not asserted
+    # here (a loaded machine would fail a timing assert), only the modules that make it slow
     code = (
-        "import sys, time\n"
+        "import sys\n"
         "import numpy\n"
-        "t = time.perf_counter()\n"
         "import fedra.data\n"
-        "dt = time.perf_counter() - t\n"
-        "heavy = sorted(m for m in ('sklearn', 'torch', 'scipy', 'matplotlib', 'pandas')"
-        " if m in sys.modules)\n"
-        "print(','.join(heavy) or 'none', dt)\n"
+        "heavy = sorted(m for m in ('sklearn', 'torch', 'scipy', 'matplotlib', 'pandas', 'sqlalchemy',"
+        " 'grpc', 'cryptography') if m in sys.modules)\n"
+        "print(','.join(heavy) or 'none')\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    heavy, seconds = out.stdout.split()
-    assert heavy == "none"
-    assert float(seconds) < 0.1, f"import fedra.data took {float(seconds) * 1000:.0f} ms after numpy"
+    assert out.stdout.strip() == "none"
 
 
 def test_loading_digits_does_not_import_sklearn() -> None:

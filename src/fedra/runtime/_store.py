@@ -224,17 +224,29 @@ class SqlStateStore:
         )
 
     @contextmanager
-    def _transaction(self, doing: str) -> Iterator[Connection]:
-        """One transaction (committed on success, rolled back on error), with errors mapped to StateError."""
+    def _transaction(self, doing: str, *, snapshot: bool = False) -> Iterator[Connection]:
+        """One transaction (committed on success, rolled back on error), with errors mapped to StateError.
+
+        ``snapshot``: every statement reads the same snapshot (PostgreSQL's REPEATABLE READ; SQLite's
+        transactions always do), so what is read together is consistent even while another process
+        commits: under READ COMMITTED each statement would see the latest commit, and a checkpoint read
+        before a concurrent save could come with the client registry of the save after it.
+        """
         try:
             if self._engine is None:
                 engine = self._make_engine()
                 _metadata.create_all(engine)
                 self._engine = engine
-            with self._engine.begin() as conn:
-                if self._job_id is None:
+            if self._job_id is None:
+                with self._engine.begin() as conn:
                     self._job_id = self._ensure_job(conn)
-                yield conn
+            if snapshot and self.url.get_backend_name() != "sqlite":
+                with self._engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn, \
+                        conn.begin():
+                    yield conn
+            else:
+                with self._engine.begin() as conn:
+                    yield conn
         except (SQLAlchemyError, ImportError, OSError) as exc:
             raise self._fail(doing, exc) from exc
 
@@ -319,7 +331,7 @@ class SqlStateStore:
             the database cannot be reached.
         """
         ckpts = _checkpoints.c
-        with self._transaction("load the latest checkpoint") as conn:
+        with self._transaction("load the latest checkpoint", snapshot=True) as conn:
             row = conn.execute(
                 select(ckpts.id, ckpts.round, ckpts.model, ckpts.state, ckpts.model_sha256, ckpts.state_sha256)
                 .where(ckpts.job_id == self._job_id).order_by(ckpts.id.desc()).limit(1)
@@ -328,6 +340,7 @@ class SqlStateStore:
                 select(_extra.c.name, _extra.c.data, _extra.c.sha256)
                 .where(_extra.c.checkpoint_id == row.id).order_by(_extra.c.name)
             ).all()
+            clients = self._read_clients(conn)  # in the same snapshot as the checkpoint
         if row is None:
             return None
         rnd = int(row.round)
@@ -347,7 +360,7 @@ class SqlStateStore:
             raise StateError(f"cannot load the checkpoint of round {rnd} from {self.directory}: {exc}"
                              ) from exc
         return Checkpoint(round=rnd, params={k: np.array(v) for k, v in arrays.items()}, state=state,
-                          clients=tuple(self.clients()), extra={r.name: bytes(r.data) for r in extra_rows})
+                          clients=tuple(clients), extra={r.name: bytes(r.data) for r in extra_rows})
 
     def rounds(self) -> list[int]:
         """The rounds of the job's kept checkpoints, oldest first."""
@@ -418,9 +431,12 @@ class SqlStateStore:
 
     def clients(self) -> list[ClientRecord]:
         """The job's client registry, by name."""
-        c = _clients.c
         with self._transaction("read the client registry") as conn:
-            rows = conn.execute(select(c.name, c.first_seen, c.last_seen, c.rounds_participated,
-                                       c.quarantined).where(c.job_id == self._job_id).order_by(c.name)).all()
+            return self._read_clients(conn)
+
+    def _read_clients(self, conn: Connection) -> list[ClientRecord]:
+        c = _clients.c
+        rows = conn.execute(select(c.name, c.first_seen, c.last_seen, c.rounds_participated,
+                                   c.quarantined).where(c.job_id == self._job_id).order_by(c.name)).all()
         return [ClientRecord(r.name, int(r.first_seen), int(r.last_seen), int(r.rounds_participated),
                              bool(r.quarantined)) for r in rows]
