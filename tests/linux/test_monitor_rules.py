@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from pathlib import Path
 
@@ -95,21 +96,52 @@ def test_a_round_end_asks_the_backend_for_a_fresh_snapshot_and_counts_it() -> No
     assert mon._window_base == {ConnKey(f"{C1}:51000", PORT): 777}
 
 
-def test_parse_maps_reads_bpftrace_json_keys_including_commas_in_comm() -> None:
+def test_parse_maps_joins_per_socket_counters_with_the_socket_described_once() -> None:
+    # @tx/@rx count per socket life (struct sock address, birth time); @sock describes each life once.
     # 127.0.0.1 as a little-endian read of the __be32 is 16777343
-    maps = {"@tx": {"42,grpc,pool,3,16777343,7788,16777343,51000": 1000},
-            "@rx": {"42,python3,3,16777343,7788,16777343,51000": 5},
+    srv = [42, "grpc,pool", 3, 16777343, 7788, 16777343, 51000]  # a comm may hold commas
+    maps = {"@tx": {"0xffff8881000,5": 1000, "0xffff8881000,9": 24, "0xffff8882000,6": 7},
+            "@rx": {"0xffff8881000,5": 5},
+            "@sock": {"0xffff8881000,5": srv, "0xffff8881000,9": srv,  # two lives of one socket (a read after close)
+                      "0xffff8882000,6": [43, "python3", 0, 16777343, 51000, 16777343, 7788]},
             "@inbound": {"10,0,0,11,51000,7788": 1},
             "@retrans": {"10,0,0,1,7788,10,0,0,11,51000": 7},
             "@rst": {"10,0,0,11,7788": 3},
             "@sandbox": {"77,curl,99,0,-1": 2}}
     snap = parse_maps(maps, 1.0)
-    assert snap.tx == {SocketKey(42, "grpc,pool", 3, "127.0.0.1", 7788, "127.0.0.1", 51000): 1000}
-    assert snap.rx == {SocketKey(42, "python3", 3, "127.0.0.1", 7788, "127.0.0.1", 51000): 5}
+    assert snap.tx == {SocketKey(42, "grpc,pool", 3, "127.0.0.1", 7788, "127.0.0.1", 51000): 1024,
+                       SocketKey(43, "python3", 0, "127.0.0.1", 51000, "127.0.0.1", 7788): 7}
+    assert snap.rx == {SocketKey(42, "grpc,pool", 3, "127.0.0.1", 7788, "127.0.0.1", 51000): 5}
     assert snap.inbound == {("10.0.0.11", 51000, 7788): 1}
     assert snap.retransmits == {("10.0.0.1", 7788, "10.0.0.11", 51000): 7}
     assert snap.resets == {("10.0.0.11", 7788): 3}
     assert snap.sandbox == {SandboxKey(77, "curl", 99, "socket", -1): 2}
+
+
+def test_the_per_call_probes_key_by_socket_and_describe_a_socket_once() -> None:
+    text = bpftrace_program(MonitorRules(ports=(7788,)), 1.0)
+    send = text.split("tracepoint:sock:sock_send_length", 1)[1].split("\n}\n", 1)[0]
+    head, fed = send.split("if ($lp == 7788 || $rp == 7788) {", 1)
+    first, count = fed.split("    }\n", 1)  # the first call of a socket life, then every call
+    # every call: the two ports (the filter), then for a federation socket one lookup and one sum
+    assert not re.search(r"\b(comm|cgroup|pid)\b", head + count)  # no helper calls, no string copy
+    assert "$b = @born[args->sk];" in first and "@tx[args->sk, $b] = sum(args->ret)" in count
+    # the first call of a socket life describes it, once
+    assert "if ($b == 0)" in first and "@born[args->sk] = $b" in first
+    assert "@sock[args->sk, $b] = (pid, comm, cgroup" in first
+    # a new connection or a close ends a socket life (a reused struct sock gets a new key)
+    state = text.split("tracepoint:sock:inet_sock_set_state", 1)[1].split("\n}\n", 1)[0]
+    assert "args->newstate == 2 || args->newstate == 3 || args->newstate == 7" in state
+    assert "delete(@born[args->skaddr])" in state
+    assert "printf(" not in send and "printf(" not in state
+
+
+def test_the_dump_on_demand_is_a_uprobe_on_the_monitors_libc_when_known() -> None:
+    text = bpftrace_program(MonitorRules(ports=(7788,)), 1.0, flush_pid=4321, flush_libc="/lib/libc.so.6")
+    probe = next(line for line in text.splitlines() if "getsid" in line)
+    assert probe.startswith("uprobe:/lib/libc.so.6:getsid /pid == 4321 && arg0 == ")
+    assert str(FLUSH_PID) in probe and "print(@tx)" in probe
+    assert "syscalls:" not in text  # no syscall tracepoint: other processes' calls stay on the fast path
 
 
 SS = """\
@@ -303,3 +335,14 @@ def test_missing_bpftrace_and_missing_cgroup_are_explained(monkeypatch: pytest.M
     with pytest.raises(ConfigError, match=r"expected a cgroup v2 directory.*does not exist"):
         _bpf.cgroup_id(tmp_path / "no-such-group")
     assert _bpf.cgroup_id(tmp_path) == tmp_path.stat().st_ino
+
+
+def test_libc_path_names_a_library_file_this_process_maps() -> None:
+    from fedra.linux._bpf import TRACEFS, libc_path
+
+    path = libc_path()
+    if not (TRACEFS / "uprobe_events").exists():
+        assert path is None  # no uprobes: the dump on demand stays on the getsid tracepoint
+    elif path is not None:
+        assert Path(path).is_file() and Path(path).name.startswith("libc")
+    assert libc_path(1 << 30) is None  # no such process

@@ -1,23 +1,33 @@
 """The eBPF backend of the traffic monitor: a bpftrace program on tracepoints, and what it needs to run.
 
-The program aggregates in the kernel (``sum()`` and ``count()`` into maps, keyed by process, cgroup and
-connection) and prints the maps every ``interval`` with ``-f json``; nothing is printed per packet or per
-call, so its cost is a map update per ``sendmsg``/``recvmsg`` on a federation socket. Maps are cumulative
-(never cleared while running), so a lost or late dump loses no bytes: the next one carries the totals.
+The program aggregates in the kernel (``sum()`` and ``count()`` into maps) and prints the maps every
+``interval`` with ``-f json``; nothing is printed per packet or per call. Maps are cumulative (never cleared
+while running), so a lost or late dump loses no bytes: the next one carries the totals.
 
-Probes (only tracepoints and BTF struct access: this kernel has no kprobes):
+Probes (only tracepoints, BTF struct access and one uprobe: this kernel has no kprobes):
 
-- ``sock:sock_send_length`` / ``sock:sock_recv_length``: bytes per socket of a federation port (local or
-  remote) or of a watched cgroup, in the sending or receiving process's context (pid, comm, cgroup).
-  Receives with ``MSG_PEEK`` are not counted (the bytes are read again later).
-- ``sock:inet_sock_set_state`` SYN_RECV -> ESTABLISHED on a federation port: an accepted connection.
+- ``sock:sock_send_length`` / ``sock:sock_recv_length`` (TCP over IPv4/IPv6): bytes per socket of a
+  federation port (local or remote) or of a watched cgroup. The filter reads the two ports from
+  ``struct sock``; a federation socket is then counted under a 16-byte key, its ``struct sock`` address
+  and the time this socket life was first seen (``@born``), with one ``sum()``. Who uses the socket (pid,
+  comm and cgroup of the calling process) and its 4-tuple are read once per socket life, at its first
+  call, into ``@sock``, which :func:`parse_maps` joins back, so snapshots keep the same per-socket
+  :class:`SocketKey` as before (and as the ``ss`` fallback). A socket that was open before the monitor
+  started is described at its first call after the start. Receives with ``MSG_PEEK`` are not counted.
+- ``sock:inet_sock_set_state``: SYN_RECV -> ESTABLISHED on a federation port is an accepted connection; a
+  change to SYN_SENT, SYN_RECV or CLOSE ends a socket life (the ``@born`` entry goes), so a ``struct sock``
+  reused for another connection is counted under a new key. (A read after close starts a second life of
+  the same socket; both add up to one :class:`SocketKey`.)
 - ``tcp:tcp_retransmit_skb``, ``tcp:tcp_send_reset`` and ``tcp:tcp_receive_reset`` on federation ports.
 - For watched cgroups only: ``syscalls:sys_enter/exit_socket`` and ``sys_enter/exit_connect``. A socket()
   denied by seccomp never reaches ``sys_enter_socket`` (seccomp runs first) but does reach
   ``sys_exit_socket`` with the error, so an exit without an enter is counted as a denied attempt.
-- ``syscalls:sys_enter_getsid`` from the monitor's own process with a pid no process can have
-  (:data:`FLUSH_PID`): a dump on demand (:meth:`BpfBackend.flush`), so a round's counters are read when
-  the round ends rather than up to one interval later. The call itself fails with ``ESRCH``.
+- A uprobe on the monitor process's own libc ``getsid``, firing for ``getsid(FLUSH_PID)`` from that process
+  (:data:`FLUSH_PID` is a pid no process can have): a dump on demand (:meth:`BpfBackend.flush`), so a
+  round's counters are read when the round ends rather than up to one interval later. The call itself
+  fails with ``ESRCH``. Where the libc cannot be found, the ``syscalls:sys_enter_getsid`` tracepoint does
+  the same, at a price: while any syscall tracepoint is attached, every system call of every process
+  takes the kernel's syscall-tracing path.
 
 Limits: IPv4 and IPv4-mapped IPv6 peers are reported by address; a native IPv6 peer shows as ``::``.
 cgroup matching is exact (a process in a child of a watched group is not matched): watch the leaf groups.
@@ -43,7 +53,8 @@ from typing import IO, Any
 from fedra.errors import ConfigError
 from fedra.linux._monitor_types import MonitorRules, SandboxKey, Snapshot, SocketKey
 
-__all__ = ["FLUSH_PID", "BpfBackend", "bpf_unavailable_reason", "bpftrace_program", "cgroup2_mount", "cgroup_id", "parse_maps"]
+__all__ = ["FLUSH_PID", "BpfBackend", "bpf_unavailable_reason", "bpftrace_program", "cgroup2_mount", "cgroup_id",
+           "libc_path", "parse_maps"]
 
 log = logging.getLogger("fedra.monitor")
 
@@ -55,7 +66,7 @@ _MARK = "fedra-snapshot"
 #: printed by the BEGIN probe, which bpftrace fires once every other probe is attached; its
 #: ``attached_probes`` message comes earlier, while it is still attaching them
 _ATTACHED = "fedra-attached"
-_MAPS = ("@tx", "@rx", "@inbound", "@retrans", "@rst", "@sandbox")
+_MAPS = ("@tx", "@rx", "@sock", "@inbound", "@retrans", "@rst", "@sandbox")
 _SOCKET_WHAT = {0: "socket", 1: "connect"}
 #: getsid() of this pid from the monitor's process asks the program for a dump; above any pid_max (2**22)
 FLUSH_PID = (1 << 30) + 0xFED
@@ -131,7 +142,26 @@ def _any(names: list[str], ports: tuple[int, ...]) -> str:
     return " || ".join(f"{n} == {p}" for n in names for p in ports)
 
 
-def bpftrace_program(rules: MonitorRules, interval: float, *, flush_pid: int | None = None) -> str:
+def libc_path(pid: int | str = "self") -> str | None:
+    """The C library mapped into process ``pid`` (from ``/proc/PID/maps``), or ``None`` where none is found,
+    the file is gone (replaced since the process started) or the kernel has no uprobes."""
+    if not (TRACEFS / "uprobe_events").exists():
+        return None
+    try:
+        lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        path = fields[5].strip() if len(fields) == 6 else ""
+        name = Path(path).name
+        if (name.startswith("libc.so") or name.startswith("libc-")) and Path(path).is_file():
+            return path
+    return None
+
+
+def bpftrace_program(rules: MonitorRules, interval: float, *, flush_pid: int | None = None,
+                     flush_libc: str | None = None) -> str:
     """The bpftrace program for ``rules``.
 
     Parameters
@@ -142,13 +172,18 @@ def bpftrace_program(rules: MonitorRules, interval: float, *, flush_pid: int | N
         Seconds between map dumps (rounded to milliseconds, at least 10 ms).
     flush_pid:
         The process whose ``getsid(FLUSH_PID)`` calls ask for a dump at once (``None``: no such probe).
+    flush_libc:
+        The C library of that process: the dump probe is then a uprobe on its ``getsid``, which costs
+        nothing to any other call. Without it, the probe is the ``sys_enter_getsid`` tracepoint, which puts
+        every system call of every process on the kernel's syscall-tracing path while it is attached.
 
     Returns
     -------
     str
-        Program text for ``bpftrace -f json -e``. Each dump prints the maps ``@tx``, ``@rx`` (bytes),
-        ``@inbound``, ``@retrans``, ``@rst`` (counts) and, with watched cgroups, ``@sandbox``, then the
-        line ``fedra-snapshot``; see :func:`parse_maps`.
+        Program text for ``bpftrace -f json -e``. Each dump prints the maps ``@tx``, ``@rx`` (bytes per
+        socket life), ``@sock`` (who and which connection, per socket life), ``@inbound``, ``@retrans``,
+        ``@rst`` (counts) and, with watched cgroups, ``@sandbox``, then the line ``fedra-snapshot``; see
+        :func:`parse_maps`.
     """
     ports = tuple(sorted(set(rules.ports)))
     cgroups = sorted(rules.watch_cgroups)
@@ -156,14 +191,27 @@ def bpftrace_program(rules: MonitorRules, interval: float, *, flush_pid: int | N
     sock_cond = _any(["$lp", "$rp"], ports) + (f" || {in_cg}" if in_cg else "")
     ms = max(10, round(interval * 1000))
 
+    # Per call on a federation socket: two reads of struct sock (the ports: the filter), one lookup of
+    # @born and one sum() into a 16-byte key (the struct sock's address and when this socket life was first
+    # seen). The wide description (process, cgroup, 4-tuple) is read once per socket life, at its first send
+    # or receive after the monitor started (so connections opened before it count as well), into @sock. A
+    # socket life ends at a state change that starts or ends a connection (SYN_SENT, SYN_RECV, CLOSE): its
+    # @born entry goes, so a struct sock reused for another connection is counted under a new key. Calls on
+    # other sockets cost the two reads and the comparison, as before.
     def account(probe: str, amap: str, extra: str) -> str:
-        return f"""tracepoint:sock:{probe} /args->ret > 0 && (args->family == 2 || args->family == 10){extra}/ {{
+        return f"""tracepoint:sock:{probe} /args->ret > 0 && args->protocol == 6 && (args->family == 2 || args->family == 10){extra}/ {{
   $sk = (struct sock *)args->sk;
   $raw = (uint64)$sk->__sk_common.skc_dport;
   $rp = (($raw >> 8) | ($raw << 8)) & 0xffff;
   $lp = (uint64)$sk->__sk_common.skc_num;
   if ({sock_cond}) {{
-    {amap}[pid, comm, cgroup, $sk->__sk_common.skc_rcv_saddr, $lp, $sk->__sk_common.skc_daddr, $rp] = sum(args->ret);
+    $b = @born[args->sk];
+    if ($b == 0) {{
+      $b = nsecs;
+      @born[args->sk] = $b;
+      @sock[args->sk, $b] = (pid, comm, cgroup, $sk->__sk_common.skc_rcv_saddr, $lp, $sk->__sk_common.skc_daddr, $rp);
+    }}
+    {amap}[args->sk, $b] = sum(args->ret);
   }}
 }}
 """
@@ -172,8 +220,13 @@ def bpftrace_program(rules: MonitorRules, interval: float, *, flush_pid: int | N
     src = "args->saddr[0], args->saddr[1], args->saddr[2], args->saddr[3]"
     text = account("sock_send_length", "@tx", "")
     text += account("sock_recv_length", "@rx", " && !(args->flags & 2)")
-    text += f"""tracepoint:sock:inet_sock_set_state /args->protocol == 6 && args->oldstate == 3 && args->newstate == 1 && ({_any(["args->sport"], ports)})/ {{
-  @inbound[{addr}, args->dport, args->sport] = count();
+    text += f"""tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {{
+  if (args->newstate == 2 || args->newstate == 3 || args->newstate == 7) {{
+    delete(@born[args->skaddr]);
+  }}
+  if (args->oldstate == 3 && args->newstate == 1 && ({_any(["args->sport"], ports)})) {{
+    @inbound[{addr}, args->dport, args->sport] = count();
+  }}
 }}
 tracepoint:tcp:tcp_retransmit_skb /{_any(["args->sport", "args->dport"], ports)}/ {{
   @retrans[{src}, args->sport, {addr}, args->dport] = count();
@@ -204,13 +257,18 @@ tracepoint:syscalls:sys_exit_connect /{in_cg}/ {{
 }}
 """
     maps = _MAPS if in_cg else _MAPS[:-1]  # @sandbox exists only with watched cgroups
+    # @sock after @tx and @rx: every socket life in a dumped counter was described before it was counted
     dump = "".join(f"print({m}); " for m in maps) + f'printf("{_MARK}\\n");'
-    clear = "".join(f"clear({m}); " for m in (*maps, *(("@fam", "@cfam") if in_cg else ())))
+    clear = "".join(f"clear({m}); " for m in (*maps, "@born", *(("@fam", "@cfam") if in_cg else ())))
     text += f"interval:ms:{ms} {{ {dump} }}\nEND {{ {dump} {clear}}}\n"
     text += f'BEGIN {{ printf("{_ATTACHED}\\n"); }}\n'
     if flush_pid is not None:
-        text += (f"tracepoint:syscalls:sys_enter_getsid /pid == {flush_pid} && args->pid == {FLUSH_PID}/ "
-                 f"{{ {dump} }}\n")
+        if flush_libc is not None:
+            text += (f"uprobe:{flush_libc}:getsid /pid == {flush_pid} && arg0 == {FLUSH_PID}/ "
+                     f"{{ {dump} }}\n")
+        else:
+            text += (f"tracepoint:syscalls:sys_enter_getsid /pid == {flush_pid} && args->pid == {FLUSH_PID}/ "
+                     f"{{ {dump} }}\n")
     return text
 
 
@@ -226,13 +284,22 @@ def _split(key: str, trailing: int) -> tuple[int, str, list[int]]:
     return int(pid), parts[0], [int(x) for x in parts[1:]]
 
 
-def parse_maps(maps: dict[str, dict[str, int]], when: float) -> Snapshot:
-    """Turn one dump of the program's maps (``{"@tx": {"key,..": n}}``) into a :class:`Snapshot`."""
+def parse_maps(maps: dict[str, dict[str, Any]], when: float) -> Snapshot:
+    """Turn one dump of the program's maps (``{"@tx": {"sk,birth": n}, "@sock": {"sk,birth": [pid, comm,
+    cgroup, laddr, lport, raddr, rport]}, ...}``) into a :class:`Snapshot`."""
     snap = Snapshot(time=when)
+    # one socket life: "sk,birth" (the struct sock's address, printed in hex, and when it was first seen),
+    # the same text in @tx, @rx and @sock
+    lives: dict[str, SocketKey] = {}
+    for key, (pid, comm, cg, la, lp, ra, rp) in maps.get("@sock", {}).items():
+        lives[key] = SocketKey(int(pid), str(comm), int(cg), _ip(int(la)), int(lp), _ip(int(ra)), int(rp))
     for name, target in (("@tx", snap.tx), ("@rx", snap.rx)):
         for key, value in maps.get(name, {}).items():
-            pid, comm, (cg, la, lp, ra, rp) = _split(key, 5)
-            sk = SocketKey(pid, comm, cg, _ip(la), lp, _ip(ra), rp)
+            sk = lives.get(key)
+            if sk is None:  # cannot happen (@sock is written first, dumped after): nothing to attribute to
+                log.debug("bpftrace counted socket life %s without describing it", key)
+                continue
+            # several lives of one socket (a reused struct sock, a read after close) add up per socket
             target[sk] = target.get(sk, 0) + int(value)
     for key, value in maps.get("@inbound", {}).items():
         a, b, c, d, rport, lport = (int(x) for x in key.split(","))
@@ -269,7 +336,7 @@ class BpfBackend:
         self.rules = rules
         self.interval = interval
         self.on_snapshot = on_snapshot
-        self.program = bpftrace_program(rules, interval, flush_pid=os.getpid())
+        self.program = bpftrace_program(rules, interval, flush_pid=os.getpid(), flush_libc=libc_path())
         self._proc: subprocess.Popen[str] | None = None
         self._stderr: IO[str] | None = None
         self._thread: threading.Thread | None = None
@@ -315,7 +382,7 @@ class BpfBackend:
         import time
 
         assert self._proc is not None and self._proc.stdout is not None
-        maps: dict[str, dict[str, int]] = {}
+        maps: dict[str, dict[str, Any]] = {}
         for line in self._proc.stdout:
             if not line.strip():
                 continue  # an empty map prints a blank line
