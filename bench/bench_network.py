@@ -181,8 +181,10 @@ def main() -> None:
     base = [socket_baseline(total) for _ in range(3)]
     r_med, b_med = statistics.median(rounds), statistics.median(base)
     extra = (res["peak_kib"] - res["rss_job_start_kib"]) * 1024
+    from fedra.transport.grpc._chunks import chunk_size_for
+
     print(f"{args.clients} clients x {args.params:,} float32 ({model / 2**20:.0f} MiB model, "
-          f"{2 * total / 2**30:.2f} GiB moved per round)")
+          f"{2 * total / 2**30:.2f} GiB moved per round, chunks of {chunk_size_for(model) >> 10} KiB)")
     print(f"round time: median {r_med:.3f} s over rounds 2..{args.rounds} "
           f"({', '.join(f'{t:.3f}' for t in rounds)})")
     print(f"socket baseline, same bytes once each way: median {b_med:.3f} s "

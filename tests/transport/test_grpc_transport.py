@@ -32,7 +32,7 @@ from fedra.transport.grpc import (
     encode_chunk,
 )
 from fedra.transport.grpc import fedra_pb2 as pb
-from fedra.transport.grpc._chunks import chunk_digests
+from fedra.transport.grpc._chunks import CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_digests, chunk_size_for
 
 TASKS = Path(__file__).resolve().parents[1] / "simulation"
 
@@ -46,6 +46,31 @@ def test_chunks_round_trip(size: int) -> None:
     assert all(p.task is None and p.reply is None for p in parts[1:])
     assert len(parts) == 1 + -(-size // (1 << 20))
     assert [p.sha256 for p in parts[1:]] == chunk_digests(payload, size=1 << 20)  # what the server caches
+    asm = Assembler(size, max_bytes=size)
+    for p in parts:
+        asm.add(p)
+    assert bytes(asm.result()) == payload
+
+
+@given(nbytes=st.integers(0, 1 << 40))
+def test_chunk_size_follows_the_payload_within_bounds(nbytes: int) -> None:
+    """A power of two from 128 KiB to 2 MiB; 8 to 16 chunks where neither bound applies."""
+    size = chunk_size_for(nbytes)
+    assert MIN_CHUNK_SIZE <= size <= CHUNK_SIZE and size & (size - 1) == 0
+    if MIN_CHUNK_SIZE < size < CHUNK_SIZE:
+        assert 8 <= nbytes / size < 16
+    assert size == CHUNK_SIZE or 8 * size * 2 > nbytes  # never smaller than needed
+
+
+@pytest.mark.parametrize("size", [0, 300 << 10, 4_000_123, 40_000_123])
+def test_default_chunks_match_the_default_digests_and_reassemble(size: int) -> None:
+    """The server caches chunk_digests(payload) once per round and sends chunks(payload): same cut."""
+    payload = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
+    parts = [decode_chunk(m) for m in chunks(payload, task=pb.TaskHeader(task_id="t", payload_size=size))]
+    assert [p.sha256 for p in parts[1:]] == chunk_digests(payload)
+    assert all(len(p.data) == chunk_size_for(size) for p in parts[1:-1])
+    cached = [decode_chunk(m) for m in chunks(payload, digests=chunk_digests(payload))]
+    assert [p.sha256 for p in cached] == [p.sha256 for p in parts]
     asm = Assembler(size, max_bytes=size)
     for p in parts:
         asm.add(p)

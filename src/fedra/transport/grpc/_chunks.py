@@ -27,10 +27,35 @@ import numpy as np
 from fedra.errors import DecodeError, PayloadTooLarge
 from fedra.transport.grpc import fedra_pb2 as pb
 
-__all__ = ["CHUNK_SIZE", "Assembler", "Frame", "chunks", "decode_chunk", "encode_chunk"]
+__all__ = ["CHUNK_SIZE", "MIN_CHUNK_SIZE", "Assembler", "Frame", "chunk_size_for", "chunks", "decode_chunk",
+           "encode_chunk"]
 
-#: Bytes of payload per message: well under the message size limits set on both ends.
+#: The most bytes of payload per message: well under the message size limits set on both ends.
 CHUNK_SIZE: Final = 2 << 20
+#: The fewest bytes of payload per message (but for a payload's last chunk).
+MIN_CHUNK_SIZE: Final = 128 << 10
+#: A payload is cut into at least this many chunks (8 to 16), within the two sizes above.
+CHUNKS_PER_PAYLOAD: Final = 8
+
+
+def chunk_size_for(nbytes: int) -> int:
+    """The chunk size for ``nbytes`` of payload: a power of two, 1/16 to 1/8 of it, 128 KiB to 2 MiB.
+
+    Every stream in flight holds a chunk or two on each side of gRPC (the sender's encoded message and
+    gRPC's copy of it; the receiver's gRPC buffer and the ``bytes`` handed to Python), and a server has
+    a few dozen streams in flight at once. With a fixed 2 MiB, a 4 MiB model's server held half a model
+    per stream on top of the reply buffers themselves, and gRPC's own buffers grew with the chunk size
+    (bench/bench_network.py, 100 clients x 4 MiB: 69 x the model's size above job start with 2 MiB
+    chunks, 42 x with 512 KiB, 28-33 x with 256 KiB, at no measurable cost in round time). Smaller
+    still saves little and costs time: every message is a trip through gRPC's Python layer on both
+    ends (128 KiB made rounds about 25 % slower). The receiver does not need to know the size: it
+    checks each chunk's offset and digest, whatever its length.
+    """
+    size = CHUNK_SIZE
+    while size > MIN_CHUNK_SIZE and size * CHUNKS_PER_PAYLOAD > nbytes:
+        size //= 2
+    return size
+
 
 Bytes = bytes | bytearray | memoryview
 
@@ -149,22 +174,27 @@ def decode_chunk(message: Bytes) -> Frame:
 
 
 def chunks(payload: Bytes, *, task: pb.TaskHeader | None = None, reply: pb.ReplyHeader | None = None,
-           size: int = CHUNK_SIZE, digests: Sequence[bytes] | None = None) -> Iterator[bytes]:
+           size: int | None = None, digests: Sequence[bytes] | None = None) -> Iterator[bytes]:
     """The encoded messages of one stream: a header chunk (``task`` or ``reply``), then the data chunks.
 
-    An empty payload is the header chunk alone. ``digests``: the data chunks' SHA-256, when computed
-    once for many sends of the same payload (see :func:`chunk_digests`).
+    An empty payload is the header chunk alone. ``size``: bytes per data chunk, by default
+    :func:`chunk_size_for` the payload. ``digests``: the data chunks' SHA-256, when computed once for
+    many sends of the same payload (see :func:`chunk_digests`; the same ``size`` on both calls).
     """
     view = memoryview(payload).cast("B")
+    if size is None:
+        size = chunk_size_for(view.nbytes)
     yield encode_chunk(task=task, reply=reply)
     for i, offset in enumerate(range(0, view.nbytes, size)):
         yield encode_chunk(offset=offset, data=view[offset:offset + size],
                            sha256=None if digests is None else digests[i])
 
 
-def chunk_digests(payload: Bytes, *, size: int = CHUNK_SIZE) -> list[bytes]:
-    """The SHA-256 of each data chunk :func:`chunks` cuts ``payload`` into."""
+def chunk_digests(payload: Bytes, *, size: int | None = None) -> list[bytes]:
+    """The SHA-256 of each data chunk :func:`chunks` cuts ``payload`` into (with the same ``size``)."""
     view = memoryview(payload).cast("B")
+    if size is None:
+        size = chunk_size_for(view.nbytes)
     return [hashlib.sha256(view[o:o + size]).digest() for o in range(0, view.nbytes, size)]
 
 
