@@ -7,7 +7,8 @@ The same job twice, without and with ``[secagg]``: Fashion-MNIST split IID acros
 of them sampled per round (the same ones in both runs: same seed), each doing one local epoch of the MLP
 in bench/mlp_task.py (batch 32). In simulation (``fedra simulate``'s engine, 2 workers) and over gRPC on
 loopback (the server in this process; the clients in 4 processes, one thread per client, each with the
-real GrpcConnector and task loop). Reported per round, as medians over the rounds after the first:
+real GrpcConnector and task loop). Reported per round, as medians over the rounds after the first (and the round time's median
+over ``--repeats`` runs of each variant, alternating):
 round time; bytes the server sent and received (task and reply payloads: the protocol's messages, the
 same in both modes); with secure aggregation, each client's protocol CPU time (quantizing, key
 agreement, sharing, encryption, masking: `SecureClient.cpu_seconds`, measured in the gRPC clients) and
@@ -16,6 +17,12 @@ Goal (issue 6): at 100 clients, at most 3x the round time and 2x the bytes of pl
 """
 
 from __future__ import annotations
+
+import os
+
+# one BLAS thread per process: 2 workers (or 4 client processes) with a multi-threaded BLAS each on 2
+# cores made round times jump between 3 s and 20 s from run to run
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse
 import json
@@ -166,6 +173,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--modes", default="sim,grpc")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each variant, alternating")
     args = parser.parse_args()
     if args.cmd == "_clients":
         from fedra.simulation import client_ids
@@ -181,15 +189,20 @@ def main() -> None:
     params = sum(a.size for a in mlp_task.model().values())
     print(f"{args.clients} clients x {params:,} parameters, {args.rounds} rounds (medians of rounds 2..)")
     for mode in args.modes.split(","):
-        rows = {}
-        for secure in (False, True):
-            t0 = time.perf_counter()
-            rows[secure] = (run_sim(args.clients, args.rounds, secure) if mode == "sim"
-                            else run_grpc(args.clients, args.rounds, secure, args.hidden))
-            rows[secure]["wall_s"] = time.perf_counter() - t0
-            print(f"  {mode:4s} {'secagg' if secure else 'plain ':6s} {json.dumps(rows[secure])}", flush=True)
-        ratio = rows[True]["round_s"] / rows[False]["round_s"]
-        line = f"  {mode:4s} round time secagg/plain: {ratio:.2f}x"
+        rows: dict[bool, dict[str, Any]] = {}
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(args.repeats):  # alternating, so both variants see the same machine
+            for secure in (False, True):
+                t0 = time.perf_counter()
+                rows[secure] = (run_sim(args.clients, args.rounds, secure) if mode == "sim"
+                                else run_grpc(args.clients, args.rounds, secure, args.hidden))
+                rows[secure]["wall_s"] = time.perf_counter() - t0
+                times[secure].append(rows[secure]["round_s"])
+                print(f"  {mode:4s} {'secagg' if secure else 'plain ':6s} {json.dumps(rows[secure])}", flush=True)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        ratio = med[True] / med[False]
+        line = (f"  {mode:4s} median round time over {args.repeats} runs: plain {med[False]:.3f} s, secagg "
+                f"{med[True]:.3f} s; secagg/plain: {ratio:.2f}x")
         if "bytes_per_round" in rows[True]:
             line += f"; bytes secagg/plain: {rows[True]['bytes_per_round'] / rows[False]['bytes_per_round']:.3f}x"
         print(line, flush=True)

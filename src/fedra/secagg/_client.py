@@ -120,6 +120,9 @@ class ClientProtocol:
         self._self_mask_shares: dict[str, int] = {}
         self._masked_with: frozenset[str] = frozenset()
         self._self_mask_seed = b""
+        #: the AES keys agreed with each holder in stage 1, to decrypt its shares in stage 2 (one X25519
+        #: agreement per neighbour instead of two); dropped once the shares are read
+        self._share_keys: dict[str, bytes] = {}
 
     @property
     def done(self) -> bool:
@@ -165,6 +168,7 @@ class ClientProtocol:
 
     def _fail(self) -> None:
         self._state = _State.FAILED
+        self._share_keys.clear()
         self._quantized = None
         self._self_mask_seed = b""
         self._key_shares.clear()
@@ -223,7 +227,8 @@ class ClientProtocol:
             if v == me:
                 self._own_shares = (key_shares[x], seed_shares[x])
                 continue
-            key = agree(self._cipher.private, cipher_public, purpose=SHARE_PURPOSE, round_id=cfg.round_id)
+            key = self._share_keys[v] = agree(self._cipher.private, cipher_public, purpose=SHARE_PURPOSE,
+                                              round_id=cfg.round_id)
             aad = Header(cfg.round_id, Stage.SHARE_KEYS, me, v, 0).associated_data()
             plaintext = share_to_bytes(key_shares[x]) + share_to_bytes(seed_shares[x])
             ciphertexts[v] = encrypt_share(key, plaintext, associated=aad, random_bytes=self._random_bytes)
@@ -243,7 +248,7 @@ class ClientProtocol:
             raise ProtocolViolation(f"client {me!r}: expected shares from at least t - 1 = "
                                     f"{cfg.threshold - 1} neighbours, got {len(senders)}; refusing to mask")
         for u, ciphertext in message.ciphertexts.items():
-            key = agree(self._cipher.private, self._keys[u][0], purpose=SHARE_PURPOSE, round_id=cfg.round_id)
+            key = self._share_keys[u]  # the same key both ways: X25519(c_me, c_u) = X25519(c_u, c_me)
             aad = Header(cfg.round_id, Stage.SHARE_KEYS, u, me, 0).associated_data()
             plaintext = decrypt_share(key, ciphertext, associated=aad)
             if len(plaintext) != 2 * SHARE_BYTES:
@@ -252,6 +257,7 @@ class ClientProtocol:
             self._key_shares[u] = share_from_bytes(plaintext[:SHARE_BYTES])
             self._self_mask_shares[u] = share_from_bytes(plaintext[SHARE_BYTES:])
         self._key_shares[me], self._self_mask_shares[me] = self._own_shares
+        self._share_keys.clear()
         self._masked_with = frozenset(senders)
         assert self._quantized is not None
         masked = self._quantized.copy()
