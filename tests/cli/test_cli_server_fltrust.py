@@ -7,9 +7,6 @@ Root data: `strategy.root_size` examples drawn with the job's seed from the job 
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from fedra.runtime import RootTrainer, model_digest, root_dataset
 from fedra.simulation import load_data, simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "transport"))
-from net_helpers import FEDRA, TASK, free_port, write_job
+from net_helpers import TASK, run_network, write_job
 
 ROOT_SIZE = 60
 
@@ -157,38 +154,6 @@ def test_bad_root_data_files_fail_at_start(tmp_path: Path, cli) -> None:  # type
 
 
 # -- over gRPC on loopback ----------------------------------------------------------------------------------
-
-def run_network(tmp_path: Path, job: Path, *server_args: str | Path,
-                env: dict[str, str] | None = None) -> tuple[str, Path]:
-    """`fedra server` and 3 `fedra client` processes (insecure, loopback); the digest and the run dir."""
-    port = free_port()
-    runs = tmp_path / "runs"
-    server = subprocess.Popen([FEDRA, "server", str(job), "--bind", f"127.0.0.1:{port}", "--insecure",
-                               "--wait-clients", "60", "--output", str(runs), "--quiet",
-                               *map(str, server_args)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    clients = [subprocess.Popen([FEDRA, "client", "--server", f"127.0.0.1:{port}", "--job", str(job),
-                                 "--name", f"client-{i:04d}", "--partition", str(i), "--insecure",
-                                 "--sandbox", "off"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env={**os.environ, **(env or {})})
-               for i in range(3)]
-    try:
-        out, err = server.communicate(timeout=120)
-        assert server.returncode == 0, err
-        for c in clients:
-            _, cerr = c.communicate(timeout=30)
-            assert c.returncode == 0, cerr
-    finally:
-        for p in (server, *clients):
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    digest = re.search(r"model digest ([0-9a-f]{64})", out)
-    assert digest is not None, out
-    (run,) = runs.iterdir()
-    return digest.group(1), run
-
 
 @pytest.mark.slow
 def test_a_fltrust_job_over_grpc_trains_the_root_model_and_matches_the_simulation(tmp_path: Path) -> None:

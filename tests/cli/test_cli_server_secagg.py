@@ -5,9 +5,6 @@ nothing)."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +14,7 @@ from fedra.job import load_job
 from fedra.simulation import simulate
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "transport"))
-from net_helpers import FEDRA, free_port, write_job
+from net_helpers import run_network, write_job
 
 
 def secure_job(tmp_path: Path, *, privacy: bool) -> Path:
@@ -35,35 +32,12 @@ def secure_job(tmp_path: Path, *, privacy: bool) -> Path:
 @pytest.mark.parametrize("privacy", [False, True], ids=["plain", "distributed-dp"])
 def test_secure_aggregation_between_processes_matches_the_simulation(tmp_path: Path, privacy: bool) -> None:
     job = secure_job(tmp_path, privacy=privacy)
-    port = free_port()
-    runs = tmp_path / "runs"
-    server = subprocess.Popen([FEDRA, "server", str(job), "--bind", f"127.0.0.1:{port}", "--insecure",
-                               "--wait-clients", "60", "--output", str(runs), "--quiet"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    clients = [subprocess.Popen([FEDRA, "client", "--server", f"127.0.0.1:{port}", "--job", str(job),
-                                 "--name", f"client-{i:04d}", "--partition", str(i), "--insecure",
-                                 "--sandbox", "off"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-               for i in range(3)]
-    try:
-        out, err = server.communicate(timeout=180)
-        assert server.returncode == 0, err
-        for c in clients:
-            _, cerr = c.communicate(timeout=30)
-            assert c.returncode == 0, cerr
-    finally:
-        for p in (server, *clients):
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    digest = re.search(r"model digest ([0-9a-f]{64})", out)
-    assert digest is not None, out
-    (run,) = runs.iterdir()
+    digest, run = run_network(tmp_path, job, timeout=180)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["secagg"]["survivors"] for r in records] == [3, 3]
     assert all(r["completed"] and "secagg_clipped" in r["train_metrics"] for r in records)
     expected = simulate(load_job(job))
-    assert digest.group(1) == expected.digest
+    assert digest == expected.digest
     if privacy:
         assert [r["epsilon"] for r in records] == pytest.approx([r.epsilon for r in expected.records])
         assert all("noise_multiplier" in r["secagg"] for r in records)
