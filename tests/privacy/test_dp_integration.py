@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -425,46 +426,13 @@ def test_without_privacy_the_job_has_none_and_records_carry_no_privacy_fields() 
 
 def test_a_private_networked_run_equals_the_simulation_bit_for_bit() -> None:
     pytest.importorskip("grpc")
-    import threading
-
-    from fedra.app import UserApp
-    from fedra.runtime import serve
-    from fedra.simulation import (
-        build_privacy,
-        build_strategy,
-        client_ids,
-        driver_config,
-        load_data,
-        noise_seed,
-    )
-    from fedra.transport.grpc import GrpcConnector, GrpcTransport
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "transport"))
+    from net_helpers import run_in_threads
 
     spec = dp_job({"mode": "client", "clip_norm": 0.05, "adaptive": {"target_quantile": 0.5, "count_stddev": 1.0}},
                   data__num_clients=4)
     expected = simulate(spec)
-    fed = load_data(spec)
-    ids = client_ids(len(fed.partitions))
-    server = GrpcTransport("127.0.0.1:0")
-    stop = threading.Event()
-    threads = []
-    try:
-        for i, cid in enumerate(ids):
-            app = UserApp(spec.module_path(), framework="numpy", partitions=lambda _c, i=i: fed.partitions[i])
-            conn = GrpcConnector(f"127.0.0.1:{server.port}", client_id=cid)
-            th = threading.Thread(target=serve, args=(conn, app), kwargs={"stop": stop, "wait": 0.2}, daemon=True)
-            th.start()
-            threads.append(th)
-        assert len(server.wait_for_clients(len(ids), timeout=10)) == len(ids)
-        init = UserApp(spec.module_path(), framework="numpy", partitions=lambda _c: fed.partitions[0])
-        driver = RoundDriver(strategy=build_strategy(spec), transport=server,
-                             initial_params=init.init_arrays(spec.job.seed), config=driver_config(spec),
-                             privacy=build_privacy(spec), noise_seed=noise_seed(spec))
-        result = driver.run()
-    finally:
-        stop.set()
-        for th in threads:
-            th.join(timeout=5)
-        server.close()
+    result = run_in_threads(spec)
     assert [r.accepted for r in result.records] == [r.accepted for r in expected.records]
     assert sum(r.accepted for r in result.records) > 0
     assert [r.clip_norm for r in result.records] == [r.clip_norm for r in expected.records]

@@ -7,7 +7,10 @@ import re
 import socket
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 FEDRA = str(Path(sys.executable).parent / "fedra")
 TASK = Path(__file__).resolve().parents[1] / "simulation" / "softmax_task.py"
@@ -72,3 +75,52 @@ def run_network(tmp_path: Path, job: Path, *server_args: str | Path, env: dict[s
     assert digest is not None, out
     (run,) = runs.iterdir()
     return digest.group(1), run
+
+
+def run_in_threads(spec: Any, wrap: Callable[[str, Any, threading.Event], Any] | None = None) -> Any:
+    """``spec`` run over real gRPC on loopback: the server's driver built as ``fedra server`` builds it
+    (strategy, privacy, noise seed, secure aggregation), one ``serve`` thread per client of the job.
+
+    ``wrap(client_id, connector, stop)`` may replace a client's connector (e.g. one that dies mid-round).
+    Returns the driver's :class:`~fedra.runtime.RunResult`.
+    """
+    from fedra.app import UserApp
+    from fedra.runtime import RoundDriver, serve
+    from fedra.simulation import (
+        build_privacy,
+        build_secure,
+        build_strategy,
+        client_ids,
+        driver_config,
+        load_data,
+        noise_seed,
+    )
+    from fedra.transport.grpc import GrpcConnector, GrpcTransport
+
+    fed = load_data(spec)
+    ids = client_ids(len(fed.partitions))
+    server = GrpcTransport("127.0.0.1:0")
+    stops = [threading.Event() for _ in ids]
+    threads = []
+    try:
+        for i, cid in enumerate(ids):
+            app = UserApp(spec.module_path(), framework="numpy", partitions=lambda _c, i=i: fed.partitions[i])
+            conn: Any = GrpcConnector(f"127.0.0.1:{server.port}", client_id=cid)
+            if wrap is not None:
+                conn = wrap(cid, conn, stops[i])
+            th = threading.Thread(target=serve, args=(conn, app), kwargs={"stop": stops[i], "wait": 0.2},
+                                  daemon=True)
+            th.start()
+            threads.append(th)
+        assert len(server.wait_for_clients(len(ids), timeout=10)) == len(ids)
+        init = UserApp(spec.module_path(), framework="numpy", partitions=lambda _c: fed.partitions[0])
+        driver = RoundDriver(strategy=build_strategy(spec), transport=server,
+                             initial_params=init.init_arrays(spec.job.seed), config=driver_config(spec),
+                             privacy=build_privacy(spec), noise_seed=noise_seed(spec), secure=build_secure(spec))
+        return driver.run()
+    finally:
+        for stop in stops:
+            stop.set()
+        for th in threads:
+            th.join(timeout=5)
+        server.close()

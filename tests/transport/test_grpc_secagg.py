@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,22 +11,14 @@ import pytest
 
 pytest.importorskip("grpc")
 
-from fedra.app import UserApp
 from fedra.job import JobSpec, parse_job
 from fedra.records import decode_message
-from fedra.runtime import RoundDriver, RunResult, serve
-from fedra.simulation import (
-    build_privacy,
-    build_secure,
-    build_strategy,
-    client_ids,
-    driver_config,
-    load_data,
-    noise_seed,
-    simulate,
-)
+from fedra.simulation import client_ids, simulate
 from fedra.transport.base import Buffer, Task
-from fedra.transport.grpc import GrpcConnector, GrpcTransport
+from fedra.transport.grpc import GrpcConnector
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from net_helpers import run_in_threads
 
 TASKS = Path(__file__).resolve().parents[1] / "simulation"
 
@@ -64,42 +56,11 @@ class Crashing:
         return self.inner.push(task, payload, error=error)
 
 
-def run_networked(spec: JobSpec, wrap: Callable[[str, GrpcConnector, threading.Event], Any] | None = None
-                  ) -> RunResult:
-    fed = load_data(spec)
-    ids = client_ids(len(fed.partitions))
-    server = GrpcTransport("127.0.0.1:0")
-    stops = [threading.Event() for _ in ids]
-    threads = []
-    try:
-        for i, cid in enumerate(ids):
-            app = UserApp(spec.module_path(), framework="numpy", partitions=lambda _c, i=i: fed.partitions[i])
-            conn: Any = GrpcConnector(f"127.0.0.1:{server.port}", client_id=cid)
-            if wrap is not None:
-                conn = wrap(cid, conn, stops[i])
-            th = threading.Thread(target=serve, args=(conn, app), kwargs={"stop": stops[i], "wait": 0.2},
-                                  daemon=True)
-            th.start()
-            threads.append(th)
-        assert len(server.wait_for_clients(len(ids), timeout=10)) == len(ids)
-        init = UserApp(spec.module_path(), framework="numpy", partitions=lambda _c: fed.partitions[0])
-        driver = RoundDriver(strategy=build_strategy(spec), transport=server,
-                             initial_params=init.init_arrays(spec.job.seed), config=driver_config(spec),
-                             privacy=build_privacy(spec), noise_seed=noise_seed(spec), secure=build_secure(spec))
-        return driver.run()
-    finally:
-        for stop in stops:
-            stop.set()
-        for th in threads:
-            th.join(timeout=5)
-        server.close()
-
-
 @pytest.mark.parametrize("privacy", [False, True], ids=["plain", "distributed-dp"])
 def test_secure_rounds_over_grpc_equal_the_simulation_bit_for_bit(privacy: bool) -> None:
     spec = job(privacy=privacy)
     expected = simulate(spec)
-    result = run_networked(spec)
+    result = run_in_threads(spec)
     assert [r.secagg["survivors"] for r in result.records if r.secagg] == [5, 5, 5]
     assert all(r.completed for r in result.records)
     assert result.digest == expected.digest, "exact ring sums: where the protocol runs changes nothing"
@@ -115,7 +76,7 @@ def test_a_client_killed_during_secure_aggregation_is_a_dropout() -> None:
     def wrap(cid: str, conn: GrpcConnector, stop: threading.Event) -> Any:
         return Crashing(conn, stage=2, stop=stop) if cid == victim else conn  # dies before its masked input
 
-    result = run_networked(spec, wrap)
+    result = run_in_threads(spec, wrap)
     first = result.records[0]
     assert first.completed and first.secagg is not None
     assert first.secagg["survivors"] == 4 and victim not in first.participants

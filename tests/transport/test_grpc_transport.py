@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import sys
 import threading
 import time
 from pathlib import Path
@@ -16,11 +17,10 @@ from hypothesis import strategies as st
 
 pytest.importorskip("grpc")
 
-from fedra.app import UserApp
 from fedra.errors import DecodeError, PayloadTooLarge, TransportError
 from fedra.job import parse_job
-from fedra.runtime import RoundDriver, serve
-from fedra.simulation import build_strategy, client_ids, driver_config, load_data, simulate
+from fedra.runtime import RoundDriver
+from fedra.simulation import simulate
 from fedra.transport import Task
 from fedra.transport.grpc import (
     Assembler,
@@ -35,6 +35,9 @@ from fedra.transport.grpc import fedra_pb2 as pb
 from fedra.transport.grpc._chunks import CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_digests, chunk_size_for
 
 TASKS = Path(__file__).resolve().parents[1] / "simulation"
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from net_helpers import run_in_threads  # noqa: E402
 
 
 @pytest.mark.parametrize("size", [0, 1, 5, 2 << 20, (2 << 20) + 7, 5 << 20])
@@ -158,28 +161,7 @@ def job(num_clients: int = 4):  # type: ignore[no-untyped-def]
 def test_networked_run_equals_the_simulation_bit_for_bit() -> None:
     spec = job()
     expected = simulate(spec)
-    fed = load_data(spec)
-    ids = client_ids(len(fed.partitions))
-    server = GrpcTransport("127.0.0.1:0")
-    stop = threading.Event()
-    threads = []
-    try:
-        for i, cid in enumerate(ids):
-            app = UserApp(spec.module_path(), framework="numpy", partitions=lambda _c, i=i: fed.partitions[i])
-            conn = GrpcConnector(f"127.0.0.1:{server.port}", client_id=cid)
-            th = threading.Thread(target=serve, args=(conn, app), kwargs={"stop": stop, "wait": 0.2}, daemon=True)
-            th.start()
-            threads.append(th)
-        assert len(server.wait_for_clients(len(ids), timeout=10)) == len(ids)
-        init = UserApp(spec.module_path(), framework="numpy", partitions=lambda _c: fed.partitions[0])
-        driver = RoundDriver(strategy=build_strategy(spec), transport=server,
-                             initial_params=init.init_arrays(spec.job.seed), config=driver_config(spec))
-        result = driver.run()
-    finally:
-        stop.set()
-        for th in threads:
-            th.join(timeout=5)
-        server.close()
+    result = run_in_threads(spec)
     assert [r.accepted for r in result.records] == [r.accepted for r in expected.records] == [3, 3, 3]
     assert result.digest == expected.digest
 
