@@ -120,11 +120,10 @@ def clients_main(port: int, ids: list[str], indices: list[int], hidden: int) -> 
 def run_grpc(clients: int, rounds: int, secure: bool, hidden: int) -> dict[str, Any]:
     from fedra.app import UserApp
     from fedra.runtime import RoundDriver
-    from fedra.simulation import build_secure, build_strategy, client_ids, driver_config, load_data
+    from fedra.simulation import build_secure, build_strategy, driver_config, load_data
     from fedra.transport.grpc import GrpcTransport
 
     spec = make_spec(clients, rounds, secure)
-    ids = client_ids(POPULATION)
     transport = GrpcTransport("127.0.0.1:0", max_workers=POPULATION + 16)
     counting = Counting(transport)
     groups = [list(range(p, POPULATION, PROCESSES)) for p in range(PROCESSES)]
@@ -156,7 +155,6 @@ def run_grpc(clients: int, rounds: int, secure: bool, hidden: int) -> dict[str, 
     summary["up_per_round"] = counting.up / rounds
     if secure:
         summary["client_cpu_s"] = cpu / (clients * rounds)  # per client and round
-    _ = ids
     return summary
 
 

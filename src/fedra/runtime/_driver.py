@@ -575,8 +575,7 @@ class RoundDriver:
         from fedra.secagg import SecAggError
 
         assert self.secure is not None
-        secure = SecureRound(settings=self.secure, transport=self.transport, params=self.params, spec=self.spec,
-                             rnd=rnd, run_token=self._run_token, round_timeout=self.config.round_timeout,
+        secure = SecureRound(settings=self.secure, transport=self.transport, spec=self.spec, rnd=rnd, run_token=self._run_token, round_timeout=self.config.round_timeout,
                              max_payload_bytes=self.config.max_payload_bytes, min_replies=self.config.min_replies,
                              privacy=self.privacy, noise_seed=self._noise_seed if self.privacy is not None else None)
         if len(selected) < 2:
@@ -591,8 +590,7 @@ class RoundDriver:
         config[SECAGG_CONFIG] = secure.task_config(protocol)
         payload = encode_message(Message(arrays=self.params, config=config, meta={"kind": "train", "round": rnd}))
         self.params = dict(decode_message(payload, spec=self.spec).arrays)  # views, as in _exchange
-        secure.params = self.params
-        outcome = secure.run(payload, protocol, rec)
+        outcome = secure.run(payload, protocol, rec, self.params)
         rec.secagg = {"survivors": outcome.survivors, "dropped": outcome.dropped,
                       "server_seconds": round(outcome.server_seconds, 6),
                       "unmask_seconds": round(outcome.unmask_seconds, 6)}

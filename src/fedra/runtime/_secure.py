@@ -148,13 +148,11 @@ class SecureOutcome:
 class SecureRound:
     """One round of secure aggregation, driven over a transport. Used by :class:`RoundDriver`."""
 
-    def __init__(self, *, settings: SecureAggregation, transport: Transport, params: Mapping[str, np.ndarray],
-                 spec: ArraySpec, rnd: int, run_token: str, round_timeout: float | None, max_payload_bytes: int,
-                 min_replies: int, privacy: DPFedAvg | None, noise_seed: int | None) -> None:
+    def __init__(self, *, settings: SecureAggregation, transport: Transport, spec: ArraySpec, rnd: int,
+                 run_token: str, round_timeout: float | None, max_payload_bytes: int, min_replies: int,
+                 privacy: DPFedAvg | None, noise_seed: int | None) -> None:
         self.settings = settings
         self.transport = transport
-        self.params = params
-        self.spec = spec
         self.rnd = rnd
         self.run_token = run_token
         self.round_timeout = round_timeout
@@ -162,10 +160,10 @@ class SecureRound:
         self.min_replies = min_replies
         self.privacy = privacy
         self.noise_seed = noise_seed
-        self.names = float_names(params)
         #: under DP each client counts once; otherwise a weight coordinate follows the update
         self.weighted = privacy is None
-        self.size = sum(int(params[n].size) for n in self.names) + int(self.weighted)
+        self.size = sum(int(np.prod(shape)) for _, (dtype, shape) in spec.items() if dtype.kind == "f")
+        self.size += int(self.weighted)
 
     def protocol_config(self, selected: Sequence[str]) -> SecAggConfig:
         s = self.settings
@@ -185,8 +183,10 @@ class SecureRound:
             doc["noise_stddev"] = dp.noise_multiplier * dp.clip_norm / math.sqrt(self.min_replies)
         return json.dumps(doc, separators=(",", ":"), allow_nan=False)
 
-    def run(self, payload: Buffer, protocol: SecAggConfig, rec: RoundRecord) -> SecureOutcome:
-        """Run the round whose train payload (carrying ``protocol``) is ``payload``; fill ``rec``."""
+    def run(self, payload: Buffer, protocol: SecAggConfig, rec: RoundRecord,
+            params: Mapping[str, np.ndarray]) -> SecureOutcome:
+        """Run the round whose train payload (carrying ``protocol`` and the global model ``params``) is
+        ``payload``; fill ``rec``."""
         selected = protocol.clients
         server = ServerProtocol(protocol)
         busy = 0.0
@@ -252,7 +252,7 @@ class SecureRound:
             rec.fail("too few survivors")
             outcome.notes.append(f"{len(result.survivors)} survivors < min_replies = {self.min_replies}")
             return outcome
-        outcome.model = self._release(result, outcome)
+        outcome.model = self._release(result, outcome, params)
         return outcome
 
     # -- steps -------------------------------------------------------------------------------------------
@@ -327,7 +327,8 @@ class SecureRound:
                 outgoing = got
         return outgoing, busy
 
-    def _release(self, result: SecAggResult, outcome: SecureOutcome) -> dict[str, np.ndarray]:
+    def _release(self, result: SecAggResult, outcome: SecureOutcome,
+                 params: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         total = result.total
         dp = self.privacy
         if dp is None:
@@ -344,7 +345,7 @@ class SecureRound:
             outcome.noise_multiplier = z
         model: dict[str, np.ndarray] = {}
         offset = 0
-        for name, g in self.params.items():
+        for name, g in params.items():
             if g.dtype.kind != "f":
                 model[name] = np.array(g)
                 continue
