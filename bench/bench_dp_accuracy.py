@@ -16,7 +16,7 @@ test images. Three modes:
 
 The epsilon reported is the accountant's after the last round (``RunResult.records[-1].epsilon``).
 
-This file is also the task module the simulation loads (``model``, ``load``, ``train``, ``evaluate``).
+The task module the simulation loads is bench/softmax_fmnist_task.py (the robustness matrix's).
 
 Usage::
 
@@ -41,49 +41,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-# -- the task: softmax regression, numpy only -------------------------------------------------------------
-
-FEATURES = 28 * 28
-
-
-def model() -> dict[str, np.ndarray]:
-    return {"w": np.zeros((FEATURES, 10), np.float32), "b": np.zeros(10, np.float32)}
-
-
-def load(x: np.ndarray, y: np.ndarray) -> Any:
-    from fedra.frameworks.numpy import ArrayData
-
-    return ArrayData(np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32), y)
-
-
-def _probabilities(m: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
-    z = x @ m["w"] + m["b"]
-    z -= z.max(axis=1, keepdims=True)
-    p = np.exp(z)
-    p /= p.sum(axis=1, keepdims=True)
-    return p
-
-
-def train(m: dict[str, np.ndarray], data: Any, config: dict[str, Any]) -> dict[str, float]:
-    rng = np.random.default_rng(config["seed"])
-    lr = np.float32(config["lr"])
-    for _ in range(config["epochs"]):
-        for x, y in data.batches(config["batch_size"], rng=rng):
-            p = _probabilities(m, x)
-            p[np.arange(len(y)), y] -= 1.0
-            p /= len(y)
-            m["w"] -= lr * (x.T @ p).astype(np.float32)
-            m["b"] -= lr * p.sum(axis=0).astype(np.float32)
-    return {}
-
-
-def evaluate(m: dict[str, np.ndarray], data: Any) -> dict[str, float]:
-    p = _probabilities(m, data.x)
-    return {"accuracy": float((p.argmax(1) == data.y).mean())}
-
-
 # -- the benchmark ----------------------------------------------------------------------------------------
 
 NUM_CLIENTS = 1000
@@ -107,7 +64,7 @@ def job_spec(mode: str, epsilon: float | None, *, rounds: int, seed: int, clip_n
     from fedra.job import parse_job
 
     spec: dict[str, Any] = {
-        "job": {"name": f"dp-accuracy-{mode}", "module": str(Path(__file__).resolve()), "framework": "numpy",
+        "job": {"name": f"dp-accuracy-{mode}", "module": str(Path(__file__).resolve().parent / "softmax_fmnist_task.py"), "framework": "numpy",
                 "rounds": rounds, "seed": seed},
         "data": {"dataset": "fashion_mnist", "partition": "iid", "num_clients": NUM_CLIENTS},
         "strategy": {"fraction": FRACTION, "evaluate_every": 0, "min_clients": 3, **SERVER_OPTIMIZER},

@@ -252,10 +252,11 @@ def test_a_client_restarted_mid_round_is_a_dropout_not_a_crash() -> None:
     assert any("client error" in k for k in rec.failures)
 
 
-def test_fraction_sampler_cohorts_change_every_round() -> None:
+def test_each_round_runs_the_protocol_over_its_own_sampled_cohort() -> None:
     clients = [f"c{i}" for i in range(8)]
     d = RoundDriver(strategy=Strategy(sampler=FractionSampler(fraction=0.5, min_clients=3)),
                     transport=FunctionTransport(clients, Clients()), initial_params=INITIAL,
                     config=DriverConfig(rounds=3, min_replies=2), secure=SecureAggregation())
     records = d.run().records
     assert all(r.completed and r.secagg is not None and r.secagg["survivors"] == 4 for r in records)
+    assert len({frozenset(r.participants) for r in records}) > 1, "the cohort is sampled anew each round"
