@@ -29,8 +29,9 @@ import numpy as np
 import typer
 
 from fedra.cli import exit_codes
+from fedra.cli._npz import load_xy
 from fedra.cli.simulate import read_spec
-from fedra.errors import ConfigError, DatasetError
+from fedra.errors import ConfigError
 from fedra.job import JobSpec
 
 if TYPE_CHECKING:
@@ -42,15 +43,6 @@ if TYPE_CHECKING:
 __all__ = ["client", "sandbox_worker"]
 
 log = logging.getLogger("fedra.client")
-
-
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return np.asarray(f["x"]), np.asarray(f["y"]).astype(np.int64)
-    except (OSError, KeyError, ValueError) as exc:
-        raise DatasetError(f"--data {path}: expected an .npz file with arrays 'x' and 'y', got an error: "
-                           f"{exc}") from exc
 
 
 def client(
@@ -110,7 +102,7 @@ def client(
         if (data is None) == (partition is None):
             raise ConfigError("expected exactly one of --data FILE.npz or --partition N")
         if data is not None:
-            x, y = _load_npz(data)
+            x, y = load_xy(data, option="--data")
             ds = Dataset(x=x, y=y, num_classes=int(y.max()) + 1 if y.size else 0, name=data.stem)
         else:
             parts = load_data(job).partitions
@@ -296,7 +288,7 @@ def sandbox_worker() -> int:
     spec = json.loads(sys.argv[-1])
 
     def make_app() -> UserApp:
-        x, y = _load_npz(Path(spec["data"]))
+        x, y = load_xy(Path(spec["data"]), option="--data")
         ds = Dataset(x=x, y=y, num_classes=int(spec["num_classes"]), name=str(spec["name"]))
         return UserApp(spec["module"], framework=spec["framework"], partitions=lambda _cid: ds)
 

@@ -7,11 +7,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 
 from fedra.cli import exit_codes
+from fedra.cli._npz import load_xy
 from fedra.cli.simulate import (
     apply_overrides,
     new_run_dir,
@@ -195,7 +195,7 @@ def _root_trainer(job: JobSpec, data: FederatedData, root_data: Path | None) -> 
     if root_data is None:
         parts, source = data.partitions, f"the training split of dataset {job.data.dataset!r}"
     else:
-        x, y = _load_npz(root_data)
+        x, y = load_xy(root_data, option="--root-data", purpose="the server's root data for fltrust")
         test = data.test
         if x.shape[1:] != test.x.shape[1:]:
             raise DatasetError(f"--root-data {root_data}: expected features of shape (N, "
@@ -205,12 +205,3 @@ def _root_trainer(job: JobSpec, data: FederatedData, root_data: Path | None) -> 
     root = root_dataset(parts, job.strategy.root_size, job.job.seed, source=source)
     app = UserApp(job.module_path(), framework=job.job.framework, partitions=lambda _cid: root)
     return RootTrainer(app, seed=job.job.seed, client_config=job.client.as_config())
-
-
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            return np.asarray(f["x"]), np.asarray(f["y"]).astype(np.int64)
-    except (OSError, KeyError, ValueError) as exc:
-        raise DatasetError(f"--root-data {path}: expected an .npz file with arrays 'x' and 'y' (the server's "
-                           f"root data for fltrust), got an error: {exc}") from exc
