@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from fedra.linux import Monitor, MonitorRules, fix_mmap_threshold
     from fedra.runtime import DriverConfig, RoundDriver
     from fedra.strategy import FractionSampler, Strategy
-    from fedra.transport.grpc import GrpcTransport
+    from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport
 
-    fix_mmap_threshold()  # as `fedra server` does
+    fix_mmap_threshold(MMAP_THRESHOLD)  # as `fedra server` does
     model = args.params * 4
     blocks = args.blocks
     transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=args.clients + 16)

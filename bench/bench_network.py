@@ -114,9 +114,9 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
     from fedra.linux import fix_mmap_threshold
     from fedra.runtime import DriverConfig, RoundDriver
     from fedra.strategy import FractionSampler, Strategy
-    from fedra.transport.grpc import GrpcTransport
+    from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport
 
-    if threshold := int(os.environ.get("BENCH_MMAP_THRESHOLD", 1 << 20)):  # 0: glibc's dynamic default
+    if threshold := int(os.environ.get("BENCH_MMAP_THRESHOLD", MMAP_THRESHOLD)):  # 0: glibc's dynamic default
         fix_mmap_threshold(threshold)  # as `fedra server` does: see fedra/linux/_malloc.py
     before = rss_kib()
     transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=clients + 16)

@@ -4,10 +4,10 @@ simulation with the same seed."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +32,13 @@ from fedra.transport.grpc import (
     encode_chunk,
 )
 from fedra.transport.grpc import fedra_pb2 as pb
-from fedra.transport.grpc._chunks import CHUNK_SIZE, MIN_CHUNK_SIZE, chunk_digests, chunk_size_for
+from fedra.transport.grpc._chunks import (
+    CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    chunk_checksums,
+    chunk_size_for,
+    crc32,
+)
 
 TASKS = Path(__file__).resolve().parents[1] / "simulation"
 
@@ -48,7 +54,7 @@ def test_chunks_round_trip(size: int) -> None:
     assert parts[0].task is not None and parts[0].task.task_id == "t" and not parts[0].data
     assert all(p.task is None and p.reply is None for p in parts[1:])
     assert len(parts) == 1 + -(-size // (1 << 20))
-    assert [p.sha256 for p in parts[1:]] == chunk_digests(payload, size=1 << 20)  # what the server caches
+    assert [p.crc32 for p in parts[1:]] == chunk_checksums(payload, size=1 << 20)  # what the server caches
     asm = Assembler(size, max_bytes=size)
     for p in parts:
         asm.add(p)
@@ -66,14 +72,14 @@ def test_chunk_size_follows_the_payload_within_bounds(nbytes: int) -> None:
 
 
 @pytest.mark.parametrize("size", [0, 300 << 10, 4_000_123, 40_000_123])
-def test_default_chunks_match_the_default_digests_and_reassemble(size: int) -> None:
-    """The server caches chunk_digests(payload) once per round and sends chunks(payload): same cut."""
+def test_default_chunks_match_the_default_checksums_and_reassemble(size: int) -> None:
+    """The server caches chunk_checksums(payload) once per round and sends chunks(payload): same cut."""
     payload = np.random.default_rng(size).integers(0, 256, size, dtype=np.uint8).tobytes()
     parts = [decode_chunk(m) for m in chunks(payload, task=pb.TaskHeader(task_id="t", payload_size=size))]
-    assert [p.sha256 for p in parts[1:]] == chunk_digests(payload)
+    assert [p.crc32 for p in parts[1:]] == chunk_checksums(payload)
     assert all(len(p.data) == chunk_size_for(size) for p in parts[1:-1])
-    cached = [decode_chunk(m) for m in chunks(payload, digests=chunk_digests(payload))]
-    assert [p.sha256 for p in cached] == [p.sha256 for p in parts]
+    cached = [decode_chunk(m) for m in chunks(payload, checksums=chunk_checksums(payload))]
+    assert [p.crc32 for p in cached] == [p.crc32 for p in parts]
     asm = Assembler(size, max_bytes=size)
     for p in parts:
         asm.add(p)
@@ -81,20 +87,48 @@ def test_default_chunks_match_the_default_digests_and_reassemble(size: int) -> N
 
 
 @settings(max_examples=200, deadline=None)
-@given(offset=st.integers(0, 2**63), data=st.binary(max_size=300), with_digest=st.booleans(),
+@given(offset=st.integers(0, 2**63), data=st.binary(max_size=300), with_checksum=st.booleans(),
        head=st.sampled_from(["task", "reply", None]), task_id=st.text(max_size=20), size=st.integers(0, 2**40))
-def test_hand_encoding_is_the_protobuf_wire_format(offset: int, data: bytes, with_digest: bool,
+def test_hand_encoding_is_the_protobuf_wire_format(offset: int, data: bytes, with_checksum: bool,
                                                     head: str | None, task_id: str, size: int) -> None:
     """encode_chunk writes what protobuf writes, and decode_chunk reads what protobuf writes."""
     task = pb.TaskHeader(task_id=task_id, payload_size=size, round=3) if head == "task" else None
     reply = pb.ReplyHeader(task_id=task_id, payload_size=size, error="e") if head == "reply" else None
-    digest = hashlib.sha256(data).digest() if with_digest else b""
-    ours = encode_chunk(offset=offset, data=data, sha256=digest, task=task, reply=reply)
-    reference = pb.Chunk(offset=offset, data=data, sha256=digest, task=task, reply=reply)
+    checksum = zlib.crc32(data) if with_checksum else 0
+    ours = encode_chunk(offset=offset, data=data, checksum=checksum, task=task, reply=reply)
+    reference = pb.Chunk(offset=offset, data=data, crc32=checksum, task=task, reply=reply)
     assert pb.Chunk.FromString(ours) == reference
     frame = decode_chunk(reference.SerializeToString())
-    assert (frame.offset, bytes(frame.data), frame.sha256) == (offset, data, digest)
+    assert (frame.offset, bytes(frame.data), frame.crc32) == (offset, data, checksum)
     assert frame.task == task and frame.reply == reply
+
+
+def test_checksum_is_the_standard_crc32() -> None:
+    """CRC-32/ISO-HDLC's published check value, so any implementation can speak the protocol."""
+    assert crc32(b"123456789") == 0xCBF43926
+    assert crc32(memoryview(bytearray(b"123456789"))) == 0xCBF43926  # views, not only bytes
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(min_size=1, max_size=4096), bit=st.integers(0, 4096 * 8 - 1))
+def test_any_flipped_bit_in_a_chunk_is_rejected(data: bytes, bit: int) -> None:
+    """A CRC-32 detects every error burst of up to 32 bits, so every single-bit error."""
+    frame = decode_chunk(encode_chunk(data=data))
+    damaged = bytearray(frame.data)
+    damaged[(bit // 8) % len(data)] ^= 1 << (bit % 8)
+    asm = Assembler(len(data), max_bytes=len(data))
+    with pytest.raises(DecodeError, match="corrupted in transit"):
+        asm.add(Frame(offset=0, data=memoryview(damaged), crc32=frame.crc32))
+
+
+def test_a_chunk_without_its_checksum_is_rejected() -> None:
+    """A sender that leaves the checksum out (or an old one that sent field 5, a SHA-256) is refused."""
+    legacy = pb.Chunk(data=b"payload").SerializeToString() + bytes([5 << 3 | 2, 32]) + bytes(32)
+    frame = decode_chunk(legacy)
+    assert bytes(frame.data) == b"payload" and frame.crc32 == 0
+    asm = Assembler(7, max_bytes=7)
+    with pytest.raises(DecodeError, match="CRC-32"):
+        asm.add(frame)
 
 
 def test_decode_chunk_views_the_data_and_skips_unknown_fields() -> None:
@@ -128,10 +162,10 @@ def test_method_paths_match_the_generated_stub() -> None:
 
 def test_corrupt_reordered_short_and_oversized_streams_are_rejected() -> None:
     parts = [decode_chunk(m) for m in chunks(b"x" * 300, size=100)][1:]  # the data chunks
-    bad = Frame(offset=parts[1].offset, data=memoryview(b"y" * 100), sha256=parts[1].sha256)
+    bad = Frame(offset=parts[1].offset, data=memoryview(b"y" * 100), crc32=parts[1].crc32)
     asm = Assembler(300, max_bytes=1000)
     asm.add(parts[0])
-    with pytest.raises(DecodeError, match="does not match its sha256"):
+    with pytest.raises(DecodeError, match="does not match its CRC-32"):
         asm.add(bad)
     asm = Assembler(300, max_bytes=1000)
     with pytest.raises(DecodeError, match="expected a chunk at offset 0"):

@@ -92,10 +92,10 @@ def server(
             load_data,
             noise_seed,
         )
-        from fedra.transport.grpc import GrpcTransport
+        from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport
 
-        # payload chunks freed on many threads must go back to the kernel: see fedra/linux/_malloc.py
-        fix_mmap_threshold()
+        # payload buffers freed on many threads must go back to the kernel: see fedra/linux/_malloc.py
+        fix_mmap_threshold(MMAP_THRESHOLD)
 
         if job.attack is not None:
             raise ConfigError("attack: expected no [attack] section for `fedra server`: attacks are simulated "

@@ -7,6 +7,11 @@ been freed, every later chunk comes from an arena. With one arena per busy gRPC 
 resident memory then grows with the number of clients although it holds only a few payloads at a time:
 the bench measured 579 MiB of peak RSS above job start for 100 clients x 4 MiB with the dynamic threshold,
 292 MiB with it fixed at 1 MiB (bench/bench_network.py). Fixing the threshold turns the dynamic rule off.
+
+Where to fix it is the caller's knowledge: above the blocks that come and go by the thousand (a
+transport's chunk messages: reused from an arena instead of mapped, zeroed page by page and unmapped each
+time), below the payload-sized buffers that must not pile up in arenas. The gRPC transport names its
+value (``fedra.transport.grpc.MMAP_THRESHOLD``).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ log = logging.getLogger("fedra.linux")
 _M_MMAP_THRESHOLD: Final = -3  # from glibc's malloc.h
 
 
-def fix_mmap_threshold(nbytes: int = 1 << 20) -> bool:
+def fix_mmap_threshold(nbytes: int) -> bool:
     """Serve allocations of ``nbytes`` or more from their own mappings, always (glibc only).
 
     Returns False, and changes nothing, where the C library is not glibc.

@@ -1,7 +1,7 @@
 """The gRPC transport: the only place in fedra that imports grpc and protobuf.
 
 Clients connect out to the server and pull their tasks (so NAT and outbound-only firewalls work);
-payloads stream in SHA-256-checked chunks, encoded and decoded without protobuf's copies
+payloads stream in CRC-32-checked chunks, encoded and decoded without protobuf's copies
 (:func:`encode_chunk`, :func:`decode_chunk`). Mutual TLS from a federation directory: :func:`server_credentials`
 and :func:`client_credentials` (or :meth:`GrpcConnector.mutual_tls`), with a :class:`fedra.pki.Authority`
 given to :class:`GrpcTransport` to admit clients. Generated modules: ``fedra_pb2*`` (scripts/gen-proto).
@@ -9,6 +9,7 @@ given to :class:`GrpcTransport` to admit clients. Generated modules: ``fedra_pb2
 
 from fedra.transport.grpc._chunks import (
     CHUNK_SIZE,
+    MMAP_THRESHOLD,
     Assembler,
     Frame,
     chunks,
@@ -22,6 +23,7 @@ from fedra.transport.grpc._tls import client_credentials, server_credentials
 __all__ = [
     "CHANNEL_OPTIONS",
     "CHUNK_SIZE",
+    "MMAP_THRESHOLD",
     "Assembler",
     "Frame",
     "GrpcConnector",

@@ -33,7 +33,13 @@ from fedra.errors import AccessDenied, ConfigError, PayloadTooLarge, RecordError
 from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES
 from fedra.transport.base import Reply, Task, TaskBatch, Transport
 from fedra.transport.grpc import fedra_pb2 as pb
-from fedra.transport.grpc._chunks import CHUNK_SIZE, Assembler, chunk_digests, chunks, decode_chunk
+from fedra.transport.grpc._chunks import (
+    CHUNK_SIZE,
+    Assembler,
+    chunk_checksums,
+    chunks,
+    decode_chunk,
+)
 
 if TYPE_CHECKING:
     from fedra.pki import Authority
@@ -195,9 +201,9 @@ class _Servicer:
                     if not context.is_active() or not self.t._expects(task.task_id):
                         return
                 # one copy per send (gRPC needs bytes): caching the encoded chunks instead would hold
-                # another copy of the model for the whole round; the digests are computed once per round
+                # another copy of the model for the whole round; the checksums are computed once per round
                 yield from chunks(payload, task=head,
-                                  digests=self.t._digests_of(batch) if task.payload is None else None)
+                                  checksums=self.t._checksums_of(batch) if task.payload is None else None)
                 sent = True
             finally:
                 if slot:
@@ -331,7 +337,7 @@ class GrpcTransport(Transport):
         self._results: queue.Queue[Reply] = queue.Queue()
         self._current: dict[str, int] = {}  # task id -> index in the round
         self._unanswered: list[bool] = []
-        self._digests: tuple[TaskBatch, list[bytes]] | None = None
+        self._checksums: tuple[TaskBatch, list[int]] | None = None
         self._send_slots = threading.BoundedSemaphore(max_sending)
         self._admission = _Admission(max_replies)
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
@@ -361,12 +367,12 @@ class GrpcTransport(Transport):
                 log.info("client %r connected", name)
             return c
 
-    def _digests_of(self, batch: TaskBatch) -> list[bytes]:
-        """The SHA-256 of each chunk of the round's payload: computed once per exchange, for every client."""
+    def _checksums_of(self, batch: TaskBatch) -> list[int]:
+        """The CRC-32 of each chunk of the round's payload: computed once per exchange, for every client."""
         with self._lock:
-            cached = self._digests
+            cached = self._checksums
             if cached is None or cached[0] is not batch:
-                cached = self._digests = (batch, chunk_digests(batch.payload))
+                cached = self._checksums = (batch, chunk_checksums(batch.payload))
             return cached[1]
 
     def _expects(self, task_id: str) -> bool:
@@ -471,7 +477,7 @@ class GrpcTransport(Transport):
             with self._lock:
                 self._current = {}
                 self._unanswered = []
-                self._digests = None
+                self._checksums = None
             self._admission.advance(-1)  # wake replies waiting for a slot: their round is over
             while True:  # replies that came after the driver stopped listening: stragglers
                 try:

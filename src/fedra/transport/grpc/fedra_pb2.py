@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fedra/transport/grpc/fedra.proto\x12\x08\x66\x65\x64ra.v1\"1\n\x0bPullRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"_\n\nTaskHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x04\x12\x14\n\x0cpayload_size\x18\x05 \x01(\x04\"e\n\x0bReplyHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\t\x12\x14\n\x0cpayload_size\x18\x04 \x01(\x04\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x8b\x01\n\x05\x43hunk\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x14.fedra.v1.TaskHeaderH\x00\x12&\n\x05reply\x18\x02 \x01(\x0b\x32\x15.fedra.v1.ReplyHeaderH\x00\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\x0e\n\x06sha256\x18\x05 \x01(\x0c\x42\x06\n\x04head\"+\n\x07PushAck\x12\x10\n\x08received\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2l\n\nFederation\x12\x30\n\x04Pull\x12\x15.fedra.v1.PullRequest\x1a\x0f.fedra.v1.Chunk0\x01\x12,\n\x04Push\x12\x0f.fedra.v1.Chunk\x1a\x11.fedra.v1.PushAck(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n fedra/transport/grpc/fedra.proto\x12\x08\x66\x65\x64ra.v1\"1\n\x0bPullRequest\x12\x11\n\tclient_id\x18\x01 \x01(\t\x12\x0f\n\x07wait_ms\x18\x02 \x01(\r\"_\n\nTaskHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05nonce\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x04\x12\x14\n\x0cpayload_size\x18\x05 \x01(\x04\"e\n\x0bReplyHeader\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x11\n\tclient_id\x18\x02 \x01(\t\x12\r\n\x05nonce\x18\x03 \x01(\t\x12\x14\n\x0cpayload_size\x18\x04 \x01(\x04\x12\r\n\x05\x65rror\x18\x05 \x01(\t\"\x98\x01\n\x05\x43hunk\x12$\n\x04task\x18\x01 \x01(\x0b\x32\x14.fedra.v1.TaskHeaderH\x00\x12&\n\x05reply\x18\x02 \x01(\x0b\x32\x15.fedra.v1.ReplyHeaderH\x00\x12\x0e\n\x06offset\x18\x03 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\x12\r\n\x05\x63rc32\x18\x06 \x01(\x07\x42\x06\n\x04headJ\x04\x08\x05\x10\x06R\x06sha256\"+\n\x07PushAck\x12\x10\n\x08received\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t2l\n\nFederation\x12\x30\n\x04Pull\x12\x15.fedra.v1.PullRequest\x1a\x0f.fedra.v1.Chunk0\x01\x12,\n\x04Push\x12\x0f.fedra.v1.Chunk\x1a\x11.fedra.v1.PushAck(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,9 +38,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REPLYHEADER']._serialized_start=194
   _globals['_REPLYHEADER']._serialized_end=295
   _globals['_CHUNK']._serialized_start=298
-  _globals['_CHUNK']._serialized_end=437
-  _globals['_PUSHACK']._serialized_start=439
-  _globals['_PUSHACK']._serialized_end=482
-  _globals['_FEDERATION']._serialized_start=484
-  _globals['_FEDERATION']._serialized_end=592
+  _globals['_CHUNK']._serialized_end=450
+  _globals['_PUSHACK']._serialized_start=452
+  _globals['_PUSHACK']._serialized_end=495
+  _globals['_FEDERATION']._serialized_start=497
+  _globals['_FEDERATION']._serialized_end=605
 # @@protoc_insertion_point(module_scope)

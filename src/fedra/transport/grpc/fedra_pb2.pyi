@@ -42,18 +42,18 @@ class ReplyHeader(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., client_id: _Optional[str] = ..., nonce: _Optional[str] = ..., payload_size: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class Chunk(_message.Message):
-    __slots__ = ("task", "reply", "offset", "data", "sha256")
+    __slots__ = ("task", "reply", "offset", "data", "crc32")
     TASK_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
-    SHA256_FIELD_NUMBER: _ClassVar[int]
+    CRC32_FIELD_NUMBER: _ClassVar[int]
     task: TaskHeader
     reply: ReplyHeader
     offset: int
     data: bytes
-    sha256: bytes
-    def __init__(self, task: _Optional[_Union[TaskHeader, _Mapping]] = ..., reply: _Optional[_Union[ReplyHeader, _Mapping]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., sha256: _Optional[bytes] = ...) -> None: ...
+    crc32: int
+    def __init__(self, task: _Optional[_Union[TaskHeader, _Mapping]] = ..., reply: _Optional[_Union[ReplyHeader, _Mapping]] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., crc32: _Optional[int] = ...) -> None: ...
 
 class PushAck(_message.Message):
     __slots__ = ("received", "reason")
