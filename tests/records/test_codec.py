@@ -187,8 +187,13 @@ def test_non_finite_values_are_rejected_when_required(bad: float, dtype: type) -
     assert info.value.name == "w" and info.value.count == 1
 
 
-def test_large_finite_values_are_not_mistaken_for_inf() -> None:
-    check_finite({"w": np.full(10, np.finfo(np.float64).max)})  # their sum overflows; values are finite
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_large_finite_values_are_not_mistaken_for_inf(dtype: type) -> None:
+    check_finite({"w": np.full(10, np.finfo(dtype).max, dtype=dtype)})  # their sum overflows; values are finite
+    big = np.full(10, np.finfo(dtype).max, dtype=dtype)
+    big[9] = np.inf
+    with pytest.raises(NonFiniteValues, match="found 1 NaN/Inf of 10"):
+        check_finite({"w": big})
 
 
 def test_message_round_trip_and_scalar_validation() -> None:
