@@ -7,7 +7,9 @@ Each client is its own process (a minimal echo client over the real GrpcConnecto
 adds one to the model and sends it back), so the server does all of a round's real work: encode, stream
 the model to every client in checked chunks, reassemble and validate every reply, fold it, step. The
 baseline, measured in the same run, pushes clients x model bytes through one TCP loopback connection once
-each way. The server process also reports its peak RSS above its RSS before the job, in model sizes.
+each way. Also in the same run, "grpcio alone": the same clients, processes, chunks and bytes through
+grpcio with nothing else (no checks, no copies of fedra's, no aggregation), what grpcio's Python API
+costs by itself. The server process also reports its peak RSS above its RSS before the job, in model sizes.
 Goals (issue 3): round time within 2x of the baseline; server peak RSS under (2 + clients in flight) x model.
 """
 
@@ -65,6 +67,80 @@ def socket_baseline(total: int, chunk: int = 4 << 20) -> float:
     return elapsed
 
 
+def floor_server_main(clients: int, model: int, rounds: int) -> dict[str, Any]:
+    """grpcio alone: each round, every client pulls ``model`` bytes and pushes them back; nothing else.
+
+    The same process layout, chunk size and bytes as fedra's rounds, with none of fedra's work: no
+    encoding (one prebuilt chunk sent again and again), no checksums, no reassembly, no decoding, no
+    aggregation, no bound on what is in flight. What is left is what grpcio's Python API costs.
+    """
+    from concurrent import futures
+
+    import grpc
+
+    from fedra.transport.grpc import CHANNEL_OPTIONS
+    from fedra.transport.grpc._chunks import chunk_size_for
+
+    size = chunk_size_for(model)
+    data = os.urandom(size)
+    cv = threading.Condition()
+    state = {"round": 0, "pushed": 0}
+
+    def pull(request: bytes, context: Any) -> Any:
+        wanted = int(request or b"1")
+        with cv:
+            cv.wait_for(lambda: state["round"] >= wanted)
+        for offset in range(0, model, size):
+            yield data if offset + size <= model else data[: model - offset]
+
+    def push(chunks: Any, context: Any) -> bytes:
+        for _ in chunks:
+            pass
+        with cv:
+            state["pushed"] += 1
+            cv.notify_all()
+        return b""
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=clients + 16), options=CHANNEL_OPTIONS)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("floor.F", {
+        "Pull": grpc.unary_stream_rpc_method_handler(pull),
+        "Push": grpc.stream_unary_rpc_method_handler(push)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    procs = [subprocess.Popen([sys.executable, str(HERE), "_floor_client", "--port", str(port), "--rounds",
+                               str(rounds)]) for _ in range(clients)]
+    times = []
+    try:
+        time.sleep(2.0)  # the clients' imports and connections, as fedra's first round has them
+        base = rss_kib()
+        for r in range(1, rounds + 1):
+            t0 = time.perf_counter()
+            with cv:
+                state["round"], state["pushed"] = r, 0
+                cv.notify_all()
+                if not cv.wait_for(lambda: state["pushed"] == clients, timeout=600):
+                    raise SystemExit("floor: clients did not answer")
+            times.append(time.perf_counter() - t0)
+    finally:
+        for p in procs:
+            p.wait(timeout=60)
+        server.stop(grace=1.0)
+    return {"round_s": times, "rss_job_start_kib": base,
+            "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
+def floor_client_main(port: int, rounds: int) -> None:
+    import grpc
+
+    from fedra.transport.grpc import CHANNEL_OPTIONS
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
+    pull, push = channel.unary_stream("/floor.F/Pull"), channel.stream_unary("/floor.F/Push")
+    for r in range(1, rounds + 1):
+        push(iter(list(pull(str(r).encode(), timeout=600))), timeout=600)
+    channel.close()
+
+
 def client_main(port: int, name: str) -> None:
     from fedra.errors import TransportError
     from fedra.records import Message, decode_message, encode_message
@@ -110,7 +186,8 @@ def malloc_in_use_mib() -> float:
     return (info.uordblks + info.hblkhd) / 2**20
 
 
-def server_main(clients: int, params: int, rounds: int, memory_detail: bool = False) -> dict[str, Any]:
+def server_main(clients: int, params: int, rounds: int, memory_detail: bool = False, max_replies: int = 8,
+                max_sending: int = 8) -> dict[str, Any]:
     from fedra.linux import fix_mmap_threshold
     from fedra.runtime import DriverConfig, RoundDriver
     from fedra.strategy import FractionSampler, Strategy
@@ -119,7 +196,8 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
     if threshold := int(os.environ.get("BENCH_MMAP_THRESHOLD", MMAP_THRESHOLD)):  # 0: glibc's dynamic default
         fix_mmap_threshold(threshold)  # as `fedra server` does: see fedra/linux/_malloc.py
     before = rss_kib()
-    transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=clients + 16)
+    transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=clients + 16,
+                              max_replies=max_replies, max_sending=max_sending)
     procs = [subprocess.Popen([sys.executable, str(HERE), "_client", "--port", str(transport.port),
                                "--name", f"c{i:04d}"]) for i in range(clients)]
     try:
@@ -128,6 +206,10 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
         driver = RoundDriver(strategy=Strategy(sampler=FractionSampler(min_clients=clients)),
                              transport=transport, initial_params={"w": np.zeros(params, np.float32)},
                              config=DriverConfig(rounds=rounds, round_timeout=600))
+        # code the rounds load on first use is not round memory: the mean's first fold imports SciPy's
+        # BLAS, 17 MiB of RSS (4 x the model at 100 x 1M), so it is loaded before the baseline is taken
+        import scipy.linalg.blas  # noqa: F401
+
         base = rss_kib()
         if memory_detail:  # what Python (numpy included) holds, against what malloc holds in all
             import tracemalloc
@@ -154,12 +236,15 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="run", choices=["run", "_client", "_server"])
+    parser.add_argument("what", nargs="?", default="run",
+                        choices=["run", "_client", "_server", "_floor_server", "_floor_client"])
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--params", type=int, default=10_000_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--name", default="c")
+    parser.add_argument("--max-replies", type=int, default=8, help="GrpcTransport(max_replies=...)")
+    parser.add_argument("--max-sending", type=int, default=8, help="GrpcTransport(max_sending=...)")
     parser.add_argument("--memory-detail", action="store_true",
                         help="also trace Python's allocations (slower rounds: memory figures only)")
     args = parser.parse_args()
@@ -167,19 +252,32 @@ def main() -> None:
         client_main(args.port, args.name)
         return
     if args.what == "_server":
-        print(json.dumps(server_main(args.clients, args.params, args.rounds, args.memory_detail)))
+        print(json.dumps(server_main(args.clients, args.params, args.rounds, args.memory_detail, args.max_replies,
+                                     args.max_sending)))
+        return
+    if args.what == "_floor_server":
+        print(json.dumps(floor_server_main(args.clients, args.params * 4, args.rounds)))
+        return
+    if args.what == "_floor_client":
+        floor_client_main(args.port, args.rounds)
         return
     model = args.params * 4
     total = args.clients * model
     print(f"# {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
     out = subprocess.run([sys.executable, str(HERE), "_server", "--clients", str(args.clients), "--params",
-                          str(args.params), "--rounds", str(args.rounds),
+                          str(args.params), "--rounds", str(args.rounds), "--max-replies", str(args.max_replies),
+                          "--max-sending", str(args.max_sending),
                           *(["--memory-detail"] if args.memory_detail else [])], capture_output=True, text=True,
                          check=True)
     res = json.loads(out.stdout.strip().splitlines()[-1])
     rounds = res["round_s"][1:]  # round 1 includes the clients' first imports and connections
     base = [socket_baseline(total) for _ in range(3)]
-    r_med, b_med = statistics.median(rounds), statistics.median(base)
+    floor_out = subprocess.run([sys.executable, str(HERE), "_floor_server", "--clients", str(args.clients),
+                                "--params", str(args.params), "--rounds", str(args.rounds)],
+                               capture_output=True, text=True, check=True)
+    floor_res = json.loads(floor_out.stdout.strip().splitlines()[-1])
+    floor = floor_res["round_s"][1:]
+    r_med, b_med, f_med = statistics.median(rounds), statistics.median(base), statistics.median(floor)
     extra = (res["peak_kib"] - res["rss_job_start_kib"]) * 1024
     from fedra.transport.grpc._chunks import chunk_size_for
 
@@ -189,15 +287,20 @@ def main() -> None:
           f"({', '.join(f'{t:.3f}' for t in rounds)})")
     print(f"socket baseline, same bytes once each way: median {b_med:.3f} s "
           f"({', '.join(f'{t:.3f}' for t in base)})")
-    print(f"ratio round / baseline: {r_med / b_med:.2f}  (goal <= 2)")
+    print(f"grpcio alone, same bytes, chunks and processes, nothing else: median {f_med:.3f} s "
+          f"({', '.join(f'{t:.3f}' for t in floor)}) = {f_med / b_med:.2f} x baseline; its peak RSS above "
+          f"its RSS at job start, nothing bounding what it holds: "
+          f"{(floor_res['peak_kib'] - floor_res['rss_job_start_kib']) * 1024 / model:.1f} x model")
+    print(f"ratio round / baseline: {r_med / b_med:.2f}  (goal <= 2); round / grpcio alone: {r_med / f_med:.2f}")
     print(f"server peak RSS above its RSS at job start: {extra / 2**20:.0f} MiB = {extra / model:.1f} x model "
           f"(process peak {res['peak_kib'] / 1024:.0f} MiB, {res['rss_job_start_kib'] / 1024:.0f} MiB at job start)")
     flight = res["in_flight"]
     print(f"replies in flight at most: {flight}; goal: peak RSS above job start < (2 + {flight}) x model "
           f"= {(2 + flight) * model / 2**20:.0f} MiB: {'met' if extra < (2 + flight) * model else 'NOT met'}")
     if args.memory_detail:
-        print(f"Python-traced peak during the rounds: {res['python_peak_mib']:.0f} MiB "
-              f"= {res['python_peak_mib'] * 2**20 / model:.1f} x model; malloc in use after the job: "
+        print(f"Python-traced peak during the rounds (fedra's own allocations, numpy's included): "
+              f"{res['python_peak_mib']:.0f} MiB = {res['python_peak_mib'] * 2**20 / model:.1f} x model, against "
+              f"2 + {flight} in flight; malloc in use after the job: "
               f"{res['malloc_in_use_mib']:.0f} MiB (Python's and gRPC's C core's together)")
 
 
