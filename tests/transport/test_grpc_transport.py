@@ -103,10 +103,13 @@ def test_hand_encoding_is_the_protobuf_wire_format(offset: int, data: bytes, wit
     assert frame.task == task and frame.reply == reply
 
 
-def test_checksum_is_the_standard_crc32() -> None:
-    """CRC-32/ISO-HDLC's published check value, so any implementation can speak the protocol."""
+@settings(max_examples=100, deadline=None)
+@given(data=st.binary(max_size=1 << 16))
+def test_checksum_is_the_standard_crc32(data: bytes) -> None:
+    """CRC-32/ISO-HDLC's published check value, and zlib's result on any data: any zlib can check it."""
     assert crc32(b"123456789") == 0xCBF43926
     assert crc32(memoryview(bytearray(b"123456789"))) == 0xCBF43926  # views, not only bytes
+    assert crc32(data) == zlib.crc32(data)
 
 
 @settings(max_examples=200, deadline=None)
