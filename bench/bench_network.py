@@ -16,6 +16,7 @@ Goals (issue 3): round time within 2x of the baseline; server peak RSS under (2 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -172,6 +173,39 @@ def rss_kib() -> int:
     return 0
 
 
+def hwm_kib() -> int:
+    """The process's peak RSS since it started or since :func:`reset_hwm` (VmHWM)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return 0
+
+
+def reset_hwm() -> None:
+    """Restart the peak RSS count from the current RSS (Linux: 5 to clear_refs; a no-op elsewhere)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+class RssByRound:
+    """A driver observer: the peak RSS of each round and the RSS at its end (KiB)."""
+
+    def __init__(self) -> None:
+        self.peaks: list[int] = []
+        self.ends: list[int] = []
+
+    def on_run_start(self, info: Any) -> None:
+        reset_hwm()
+
+    def on_round_end(self, record: Any) -> None:
+        self.peaks.append(hwm_kib())
+        self.ends.append(rss_kib())
+        reset_hwm()
+
+    def on_run_end(self, records: Any) -> None:
+        pass
+
+
 def malloc_in_use_mib() -> float:
     """Bytes glibc's malloc has handed out and not had back (arenas and mappings), in MiB."""
     import ctypes
@@ -203,9 +237,10 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
     try:
         if len(transport.wait_for_clients(clients, timeout=300)) < clients:
             raise SystemExit("clients did not connect")
+        by_round = RssByRound()
         driver = RoundDriver(strategy=Strategy(sampler=FractionSampler(min_clients=clients)),
                              transport=transport, initial_params={"w": np.zeros(params, np.float32)},
-                             config=DriverConfig(rounds=rounds, round_timeout=600))
+                             config=DriverConfig(rounds=rounds, round_timeout=600), observers=[by_round])
         # code the rounds load on first use is not round memory: the mean's first fold imports SciPy's
         # BLAS, 17 MiB of RSS (4 x the model at 100 x 1M), so it is loaded before the baseline is taken
         import scipy.linalg.blas  # noqa: F401
@@ -220,7 +255,7 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
         if memory_detail:
             detail = {"python_peak_mib": tracemalloc.get_traced_memory()[1] / 2**20,
                       "malloc_in_use_mib": malloc_in_use_mib()}
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB
+        peak = max(by_round.peaks)  # KiB; the HWM is reset each round, so getrusage's maxrss would not do
         transport.finish(linger=5)
     finally:
         transport.close()
@@ -231,7 +266,8 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
                 p.kill()
     assert all(r.accepted == clients for r in result.records)
     return {"round_s": [r.seconds["total"] for r in result.records], "rss_before_kib": before,
-            "rss_job_start_kib": base, "peak_kib": peak, "in_flight": transport.peak_replies_in_flight, **detail}
+            "rss_job_start_kib": base, "peak_kib": peak, "in_flight": transport.peak_replies_in_flight,
+            "round_peak_kib": by_round.peaks, "round_end_kib": by_round.ends, **detail}
 
 
 def main() -> None:
@@ -297,6 +333,11 @@ def main() -> None:
     flight = res["in_flight"]
     print(f"replies in flight at most: {flight}; goal: peak RSS above job start < (2 + {flight}) x model "
           f"= {(2 + flight) * model / 2**20:.0f} MiB: {'met' if extra < (2 + flight) * model else 'NOT met'}")
+    if args.rounds > 1:  # what a warm server's rounds cost, against the RSS it settled at after round 1
+        settled, later = res["round_end_kib"][0], max(res["round_peak_kib"][1:])
+        print(f"RSS at the end of round 1: {(settled - res['rss_job_start_kib']) / 1024:.0f} MiB above job start "
+              f"(not freed: held by gRPC's connections, or free in malloc's arenas); rounds 2..{args.rounds}: "
+              f"peak {(later - settled) * 1024 / model:.1f} x model above it")
     if args.memory_detail:
         print(f"Python-traced peak during the rounds (fedra's own allocations, numpy's included): "
               f"{res['python_peak_mib']:.0f} MiB = {res['python_peak_mib'] * 2**20 / model:.1f} x model, against "
