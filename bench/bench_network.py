@@ -336,7 +336,8 @@ def main() -> None:
     if args.rounds > 1:  # what a warm server's rounds cost, against the RSS it settled at after round 1
         settled, later = res["round_end_kib"][0], max(res["round_peak_kib"][1:])
         print(f"RSS at the end of round 1: {(settled - res['rss_job_start_kib']) / 1024:.0f} MiB above job start "
-              f"(not freed: held by gRPC's connections, or free in malloc's arenas); rounds 2..{args.rounds}: "
+              f"(the model and its payload, written now; what gRPC keeps per connection; free space in malloc's "
+              f"arenas); rounds 2..{args.rounds}: "
               f"peak {(later - settled) * 1024 / model:.1f} x model above it")
     if args.memory_detail:
         print(f"Python-traced peak during the rounds (fedra's own allocations, numpy's included): "
