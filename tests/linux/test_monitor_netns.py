@@ -66,17 +66,22 @@ def monitor(net: Net, backend: str, r: MonitorRules, host: str = "srv") -> Monit
     return Monitor(r, backend=backend, interval=INTERVAL, netns=net.ns[host])  # type: ignore[arg-type]
 
 
-def exchange(net: Net, uploads: dict[str, int], reply: int = REPLY) -> dict[str, dict[str, object]]:
-    """Each client in ``uploads`` sends its bytes to the sink on srv; returns each client's report."""
+def exchange(net: Net, uploads: dict[str, int], reply: int = REPLY, timeout: float = 20.0
+             ) -> dict[str, dict[str, object]]:
+    """Each client in ``uploads`` sends its bytes to the sink on srv; returns each client's report.
+
+    ``timeout``: what each peer allows a blocking socket call (a lossy link needs more: TCP's
+    retransmission timer doubles each time a retransmission is lost too).
+    """
     sink = net.popen("srv", "sink", net.ip["srv"], str(PORT), "--conns", str(len(uploads)),
-                     "--reply", str(reply))
+                     "--reply", str(reply), "--timeout", str(timeout))
     try:
         wait_listening(net.ns["srv"], PORT)
         senders = {h: net.popen(h, "send", net.ip["srv"], str(PORT), "--bytes", str(n), "--reply", str(reply),
-                              "--hold", str(HOLD))
+                                "--hold", str(HOLD), "--timeout", str(timeout))
                    for h, n in uploads.items()}
-        out = {h: results(p)[0] for h, p in senders.items()}
-        received = {str(r["peer"]): r["received"] for r in results(sink)}
+        out = {h: results(p, timeout=timeout + 10)[0] for h, p in senders.items()}
+        received = {str(r["peer"]): r["received"] for r in results(sink, timeout=timeout + 10)}
     finally:
         if sink.poll() is None:
             sink.kill()
@@ -155,7 +160,9 @@ def test_retransmit_storm_on_a_lossy_link(net: Net, backend: str) -> None:
         sh("ip", "netns", "exec", c1, "nft", "add", "rule", "inet", table, "in", "ip", "saddr",
            net.ip["srv"], "numgen", "random", "mod", "100", "<", "30", "drop")
         with monitor(net, backend, rules(net, retransmit_threshold=5)) as mon:
-            exchange(net, {"c1": 1000}, reply=4_000_000)
+            # 1 MB is hundreds of dropped segments, plenty for a storm; 4 MB once stalled past a 20 s
+            # socket timeout when retransmissions of one segment were lost several times in a row
+            exchange(net, {"c1": 1000}, reply=1_000_000, timeout=90.0)
     finally:
         subprocess.run(["ip", "netns", "exec", c1, "nft", "delete", "table", "inet", table],
                        check=False, capture_output=True)
