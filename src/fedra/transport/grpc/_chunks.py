@@ -36,8 +36,8 @@ import numpy as np
 from fedra.errors import DecodeError, PayloadTooLarge
 from fedra.transport.grpc import fedra_pb2 as pb
 
-__all__ = ["CHUNK_SIZE", "MIN_CHUNK_SIZE", "MMAP_THRESHOLD", "Assembler", "Frame", "chunk_checksums", "chunk_size_for", "chunks",
-           "crc32", "decode_chunk", "encode_chunk"]
+__all__ = ["CHUNK_SIZE", "MIN_CHUNK_SIZE", "MMAP_THRESHOLD", "Assembler", "Frame", "chunk_checksums",
+           "chunk_size_for", "chunks", "crc32", "decode_chunk", "encode_chunk"]
 
 #: The most bytes of payload per message: well under the message size limits set on both ends.
 CHUNK_SIZE: Final = 2 << 20
