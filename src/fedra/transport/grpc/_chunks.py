@@ -14,7 +14,7 @@ checksum misses some) or in chunking code, and a 32-bit CRC detects every burst 
 but 2^-32 of the rest. The per-chunk SHA-256 it replaces was a quarter of the CPU of a networked round
 (a ``perf`` profile of bench/bench_network.py). The CRC is zlib's CRC-32, computed by ISA-L (the ``isal``
 package, with carry-less multiplication: 11 GiB/s here, against 3.5 for zlib's own code and 1.5 for
-SHA-256), so any zlib can check it.
+SHA-256, bench/bench_checksum.py), so any zlib can check it.
 
 The wire format is the ``Chunk`` protobuf message, but the hot path encodes and decodes it here, by hand:
 protobuf's Python runtime copies a ``bytes`` field on parse and again on access, and on serialization,
