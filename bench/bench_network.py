@@ -255,6 +255,14 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
         if memory_detail:
             detail = {"python_peak_mib": tracemalloc.get_traced_memory()[1] / 2**20,
                       "malloc_in_use_mib": malloc_in_use_mib()}
+            tracemalloc.stop()  # its own traces are not the server's
+            # what stays after the job with the connections still open, and what of it is free space in
+            # malloc's arenas (malloc_trim gives that back to the kernel)
+            detail["after_job_kib"] = rss_kib()
+            import ctypes
+
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            detail["after_trim_kib"] = rss_kib()
         peak = max(by_round.peaks)  # KiB; the HWM is reset each round, so getrusage's maxrss would not do
         transport.finish(linger=5)
     finally:
@@ -344,6 +352,11 @@ def main() -> None:
               f"{res['python_peak_mib']:.0f} MiB = {res['python_peak_mib'] * 2**20 / model:.1f} x model, against "
               f"2 + {flight} in flight; malloc in use after the job: "
               f"{res['malloc_in_use_mib']:.0f} MiB (Python's and gRPC's C core's together)")
+        after, trimmed, start = res["after_job_kib"], res["after_trim_kib"], res["rss_job_start_kib"]
+        print(f"after the job, connections still open: {(after - start) / 1024:.0f} MiB above job start, "
+              f"{(trimmed - start) / 1024:.0f} MiB after malloc_trim (so {(after - trimmed) / 1024:.0f} MiB "
+              f"was free space in malloc's arenas; the model and its payload are "
+              f"{2 * model / 2**20:.0f} MiB of what stays)")
 
 
 if __name__ == "__main__":
