@@ -575,7 +575,8 @@ class RoundDriver:
         from fedra.secagg import SecAggError
 
         assert self.secure is not None
-        secure = SecureRound(settings=self.secure, transport=self.transport, spec=self.spec, rnd=rnd, run_token=self._run_token, round_timeout=self.config.round_timeout,
+        secure = SecureRound(settings=self.secure, transport=self.transport, spec=self.spec, rnd=rnd,
+                             run_token=self._run_token, round_timeout=self.config.round_timeout,
                              max_payload_bytes=self.config.max_payload_bytes, min_replies=self.config.min_replies,
                              privacy=self.privacy, noise_seed=self._noise_seed if self.privacy is not None else None)
         if len(selected) < 2:
