@@ -343,6 +343,6 @@ def test_libc_path_names_a_library_file_this_process_maps() -> None:
     path = libc_path()
     if not (TRACEFS / "uprobe_events").exists():
         assert path is None  # no uprobes: the dump on demand stays on the getsid tracepoint
-    elif path is not None:
-        assert Path(path).is_file() and Path(path).name.startswith("libc")
+    else:  # this process is linked to a C library (glibc here) that the kernel can put a uprobe on
+        assert path is not None and Path(path).is_file() and Path(path).name.startswith("libc")
     assert libc_path(1 << 30) is None  # no such process
