@@ -232,7 +232,7 @@ class _Monitored:
         self.monitor = monitor
         self.round: int | None = None
 
-    def run_task(self, payload: Buffer, task: Task) -> bytearray:
+    def run_task(self, payload: Buffer, task: Task) -> Buffer:
         from fedra.errors import FedraError
         from fedra.records import decode_message
         from fedra.runtime import RoundPayload, TaskRunner, run_task

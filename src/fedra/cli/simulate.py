@@ -117,7 +117,7 @@ def _check_resumable(job: JobSpec, run_dir: Path) -> None:
                           "to continue it, or choose another run directory")
 
 
-def write_atomic(path: Path, data: bytes | bytearray | str) -> None:
+def write_atomic(path: Path, data: bytes | bytearray | memoryview | str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     try:
         if isinstance(data, str):

@@ -64,7 +64,7 @@ class Message:
     meta: Mapping[str, Scalar] = field(default_factory=dict)
 
 
-def encode_message(msg: Message) -> bytearray:
+def encode_message(msg: Message) -> memoryview:
     """Encode ``msg``; raises ``TypeError``/``ValueError`` for values JSON cannot carry exactly."""
     envelope = {key: _check_scalars(key, values, ValueError)
                 for key in _KEYS if (values := getattr(msg, key))}

@@ -93,7 +93,7 @@ class StateStore(Protocol):
     def load(self) -> Checkpoint | None: ...
 
 
-def _write_durable(path: Path, data: bytes | bytearray) -> str:
+def _write_durable(path: Path, data: bytes | bytearray | memoryview) -> str:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)

@@ -74,7 +74,7 @@ class RoundPayload:
         return cls(kind=str(kind), round=rnd, message=msg)
 
 
-def run_task(app: ClientApp, payload: RoundPayload, task: Task) -> bytearray:
+def run_task(app: ClientApp, payload: RoundPayload, task: Task) -> memoryview:
     """Run one task on ``app`` and return the encoded reply. User errors propagate to the caller."""
     msg = payload.message
     round_seed = msg.config.get("round_seed", 0)

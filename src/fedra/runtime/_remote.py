@@ -94,6 +94,7 @@ def serve(connector: Connector, app: ClientApp | TaskRunner, *, stop: threading.
             continue
         task = pulled.task
         error: str | None
+        reply: Buffer | None
         try:
             head = _peek(pulled.payload)
             if head is not None and head.meta.get("kind") == "secagg":

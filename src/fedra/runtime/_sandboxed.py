@@ -69,7 +69,7 @@ class TaskFailed(FedraError):
 class TaskRunner(Protocol):
     """Runs a task from its raw payload to its encoded reply, wherever (a sandbox, this process)."""
 
-    def run_task(self, payload: Buffer, task: Task) -> bytearray: ...
+    def run_task(self, payload: Buffer, task: Task) -> Buffer: ...
 
 
 def _until(sock: socket.socket, deadline: float | None) -> None:
@@ -244,7 +244,7 @@ class SandboxedRunner:
         self._proc = proc
         self._worker_pid = msg[0].get("pid")
 
-    def run_task(self, payload: Buffer, task: Task) -> bytearray:
+    def run_task(self, payload: Buffer, task: Task) -> Buffer:
         """Run one task in the sandbox and return the encoded reply.
 
         Raises

@@ -101,7 +101,7 @@ def float_names(params: Mapping[str, np.ndarray]) -> list[str]:
     return [name for name, a in params.items() if a.dtype.kind == "f"]
 
 
-def _wrap(message: Any, meta: Mapping[str, Scalar], metrics: Mapping[str, Scalar] | None = None) -> bytearray:
+def _wrap(message: Any, meta: Mapping[str, Scalar], metrics: Mapping[str, Scalar] | None = None) -> memoryview:
     raw = encode_secagg(message)
     return encode_message(Message(arrays={_VECTOR: np.frombuffer(raw, np.uint8)}, metrics=dict(metrics or {}),
                                   meta=dict(meta)))
@@ -387,7 +387,7 @@ class SecureClient:
         """Whether a training task's config asks for secure aggregation."""
         return SECAGG_CONFIG in config
 
-    def start(self, global_message: Message, task: Task, reply: Buffer, *, round: int) -> bytearray:
+    def start(self, global_message: Message, task: Task, reply: Buffer, *, round: int) -> memoryview:
         """Replace a training reply (the trained model) by the client's advertised keys."""
         try:
             doc = json.loads(str(global_message.config[SECAGG_CONFIG]))
@@ -432,7 +432,7 @@ class SecureClient:
         self._count(time.thread_time() - t0)
         return wrapped
 
-    def step(self, payload: Buffer, task: Task) -> bytearray:
+    def step(self, payload: Buffer, task: Task) -> memoryview:
         """Answer one ``secagg`` task: the server's message in, this client's next message out."""
         t0 = time.thread_time()
         try:
@@ -444,7 +444,7 @@ class SecureClient:
         with self._lock:
             self.cpu_seconds += seconds
 
-    def _step(self, payload: Buffer, task: Task) -> bytearray:
+    def _step(self, payload: Buffer, task: Task) -> memoryview:
         msg = decode_message(payload, what="secure aggregation task")
         if set(msg.arrays) != {_VECTOR}:
             raise SecAggError(f"secure aggregation task: expected one array {_VECTOR!r}, got {sorted(msg.arrays)}")

@@ -64,10 +64,11 @@ def _send(conn: Connection, header: dict[str, Any], body: Buffer | None = None) 
     if body is None:
         conn.send_bytes(_HLEN.pack(len(head)) + head)
         return
-    buf = bytearray(_HLEN.size + len(head) + memoryview(body).nbytes)
+    # every byte is written below: np.empty spares bytearray's zero-fill pass (see encode_arrays)
+    buf = np.empty(_HLEN.size + len(head) + memoryview(body).nbytes, np.uint8).data
     _HLEN.pack_into(buf, 0, len(head))
     buf[_HLEN.size:_HLEN.size + len(head)] = head
-    buf[_HLEN.size + len(head):] = body
+    buf[_HLEN.size + len(head):] = memoryview(body).cast("B")
     conn.send_bytes(buf)
 
 

@@ -51,7 +51,7 @@ class StrategyState:
             round=self.round if round is None else round,
         )
 
-    def to_bytes(self) -> bytearray:
+    def to_bytes(self) -> memoryview:
         meta = json.dumps({"round": self.round, "rng_state": self.rng_state}, separators=(",", ":"))
         return encode_arrays(self.moments, {_META_KEY: meta})
 
