@@ -64,6 +64,21 @@ def test_output_is_a_valid_safetensors_file(arrays: dict[str, np.ndarray]) -> No
         assert loaded[k].tobytes() == np.ascontiguousarray(a).tobytes()
 
 
+@settings(max_examples=50, deadline=None)
+@given(array_dicts())
+def test_every_byte_of_the_encoding_is_written(arrays: dict[str, np.ndarray]) -> None:
+    # the encoder fills an uninitialised buffer: a byte it did not write would be whatever the allocator
+    # handed back, here a freed block of the same size full of 0x00 or of 0xFF, and would leak old heap
+    # contents onto the wire
+    size = len(encode_arrays(arrays, {"k": "v"}))
+    outs = []
+    for fill in (0x00, 0xFF):
+        dirty = np.full(size, fill, np.uint8)
+        del dirty
+        outs.append(bytes(encode_arrays(arrays, {"k": "v"})))
+    assert outs[0] == outs[1]
+
+
 def test_reads_files_written_by_safetensors() -> None:
     arrays = {"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.array([1, 2], dtype=np.int64)}
     data = safetensors.numpy.save(arrays, metadata={"x": "y"})
