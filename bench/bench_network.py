@@ -232,8 +232,11 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
     before = rss_kib()
     transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=clients + 16,
                               max_replies=max_replies, max_sending=max_sending)
+    # --server-env is the server's alone: the clients run as they would on their own hosts
+    client_env = {k: v for k, v in os.environ.items()
+                  if k not in os.environ.get("BENCH_SERVER_ONLY_ENV", "").split(",")}
     procs = [subprocess.Popen([sys.executable, str(HERE), "_client", "--port", str(transport.port),
-                               "--name", f"c{i:04d}"]) for i in range(clients)]
+                               "--name", f"c{i:04d}"], env=client_env) for i in range(clients)]
     try:
         if len(transport.wait_for_clients(clients, timeout=300)) < clients:
             raise SystemExit("clients did not connect")
@@ -289,6 +292,9 @@ def main() -> None:
     parser.add_argument("--name", default="c")
     parser.add_argument("--max-replies", type=int, default=8, help="GrpcTransport(max_replies=...)")
     parser.add_argument("--max-sending", type=int, default=8, help="GrpcTransport(max_sending=...)")
+    parser.add_argument("--server-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="set in fedra's server process only, not its clients nor grpcio alone (e.g. "
+                             "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 to try another allocator)")
     parser.add_argument("--memory-detail", action="store_true",
                         help="also trace Python's allocations (slower rounds: memory figures only)")
     args = parser.parse_args()
@@ -308,11 +314,14 @@ def main() -> None:
     model = args.params * 4
     total = args.clients * model
     print(f"# {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
+    if bad := [item for item in args.server_env if not item.split("=", 1)[0] or "=" not in item]:
+        parser.error(f"--server-env: expected NAME=VALUE, got {bad}")
+    server_env = dict(item.split("=", 1) for item in args.server_env)
     out = subprocess.run([sys.executable, str(HERE), "_server", "--clients", str(args.clients), "--params",
                           str(args.params), "--rounds", str(args.rounds), "--max-replies", str(args.max_replies),
                           "--max-sending", str(args.max_sending),
                           *(["--memory-detail"] if args.memory_detail else [])], capture_output=True, text=True,
-                         check=True)
+                         check=True, env={**os.environ, **server_env, "BENCH_SERVER_ONLY_ENV": ",".join(server_env)})
     res = json.loads(out.stdout.strip().splitlines()[-1])
     rounds = res["round_s"][1:]  # round 1 includes the clients' first imports and connections
     base = [socket_baseline(total) for _ in range(3)]
