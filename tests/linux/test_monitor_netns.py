@@ -165,7 +165,7 @@ def test_retransmit_storm_on_a_lossy_link(net: Net, backend: str) -> None:
         # bpftrace counts retransmitted skbs, and one skb carries many segments: a 1 MB reply at 30 % loss
         # was 11-40 of them in all, so in quarter-second intervals a storm of 5 was sometimes never
         # reached (a CI run saw none). Whole-second intervals and a threshold of 3 leave a wide margin
-        # (11-23 in the busiest second, bpftrace; ss, which counts segments, 99-353).
+        # (20-37 in the busiest second, bpftrace; ss, which counts segments, 164-229).
         with Monitor(rules(net, retransmit_threshold=3), backend=backend,  # type: ignore[arg-type]
                      interval=1.0, netns=net.ns["srv"]) as mon:
             # 1 MB is hundreds of dropped segments; 4 MB once stalled past a 20 s socket timeout when
