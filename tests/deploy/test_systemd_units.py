@@ -145,6 +145,9 @@ def test_bad_options_are_refused(tmp_path: Path) -> None:
         options(tmp_path, job="/etc/my job.toml")
     with pytest.raises(ConfigError, match="HOST:PORT"):
         options(tmp_path, server="nohost")
+    for port in ("99999", "0", "-1"):  # grpc would serve on 34463, on any free port, on 65535
+        with pytest.raises(ConfigError, match=f"bind: expected HOST:PORT with a port from 1 to 65535, got '0.0.0.0:{port}'"):
+            options(tmp_path, bind=f"0.0.0.0:{port}")
     with pytest.raises(ConfigError, match="distinct"):
         options(tmp_path, clients=(ClientData("a", partition=0), ClientData("a", partition=1)))
     with pytest.raises(ConfigError, match="under /var/lib/fedra"):

@@ -97,8 +97,9 @@ def client(
         from fedra.data import Dataset
         from fedra.runtime import serve
         from fedra.simulation import load_data
-        from fedra.transport.grpc import GrpcConnector
+        from fedra.transport.grpc import GrpcConnector, check_address
 
+        check_address(server, what="--server", listen=False)  # grpc would dial port 443 for a missing one
         if (data is None) == (partition is None):
             raise ConfigError("expected exactly one of --data FILE.npz or --partition N")
         if data is not None:

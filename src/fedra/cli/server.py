@@ -92,8 +92,9 @@ def server(
             load_data,
             noise_seed,
         )
-        from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport
+        from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport, check_address
 
+        check_address(bind, what="--bind", listen=True)  # before any work: grpc would wrap a bad port
         # payload buffers freed on many threads must go back to the kernel: see fedra/linux/_malloc.py
         fix_mmap_threshold(MMAP_THRESHOLD)
 

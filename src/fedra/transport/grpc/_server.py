@@ -33,6 +33,7 @@ from fedra.errors import AccessDenied, ConfigError, PayloadTooLarge, RecordError
 from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES
 from fedra.transport.base import Reply, Task, TaskBatch, Transport
 from fedra.transport.grpc import fedra_pb2 as pb
+from fedra.transport.grpc._address import check_address
 from fedra.transport.grpc._chunks import (
     CHUNK_SIZE,
     Assembler,
@@ -308,15 +309,17 @@ class GrpcTransport(Transport):
     Raises
     ------
     ConfigError
-        An ``authority`` without ``credentials``.
+        ``bind`` is not HOST:PORT (port 0 to 65535) or unix:PATH (see :func:`check_address`), or an
+        ``authority`` without ``credentials``.
     TransportError
-        ``bind`` cannot be listened on.
+        ``bind`` cannot be listened on (a host not of this machine, a port in use).
     """
 
     def __init__(self, bind: str = "127.0.0.1:0", *, credentials: grpc.ServerCredentials | None = None,
                  authority: Authority | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
                  client_ttl: float = 30.0, max_workers: int = 64, verdict_timeout: float = 600.0,
                  max_sending: int = 8, max_replies: int = 8) -> None:
+        check_address(bind, what="bind", listen=True)
         if authority is not None and credentials is None:
             raise ConfigError("authority: expected TLS credentials with it (server_credentials(...)), got "
                               "credentials=None; an allow-list means nothing on a plain-text server")
@@ -351,10 +354,17 @@ class GrpcTransport(Transport):
             "Push": grpc.stream_unary_rpc_method_handler(
                 servicer.Push, response_serializer=pb.PushAck.SerializeToString),
         }),))
-        port = (self._server.add_secure_port(bind, credentials) if credentials is not None
-                else self._server.add_insecure_port(bind))
+        try:
+            port = (self._server.add_secure_port(bind, credentials) if credentials is not None
+                    else self._server.add_insecure_port(bind))
+        except RuntimeError as exc:  # grpcio raises where older releases returned 0
+            port, reason = 0, f" ({exc})"
+        else:
+            reason = ""
         if port == 0:
-            raise TransportError(f"cannot listen on {bind}: expected a free host:port, the bind failed")
+            raise TransportError(f"cannot listen on {bind}: expected an address of this host and a port no "
+                                 f"other process holds, but the bind failed{reason}; check the host name "
+                                 f"and pick another port, or 0 for any free one")
         self.port = port
         self._server.start()
 
