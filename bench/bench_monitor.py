@@ -51,12 +51,13 @@ def cpu_s(pid: int) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from fedra.linux import Monitor, MonitorRules, fix_mmap_threshold
+    from fedra.linux import Monitor, MonitorRules, fix_mmap_threshold, limit_arenas
     from fedra.runtime import DriverConfig, RoundDriver
     from fedra.strategy import FractionSampler, Strategy
     from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport
 
-    fix_mmap_threshold(MMAP_THRESHOLD)  # as `fedra server` does
+    limit_arenas(1)  # the heap as `fedra server` sets it
+    fix_mmap_threshold(MMAP_THRESHOLD)
     model = args.params * 4
     blocks = args.blocks
     transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=args.clients + 16)

@@ -11,6 +11,9 @@ each way. Also in the same run, "grpcio alone": the same clients, processes, chu
 grpcio with nothing else (no checks, no copies of fedra's, no aggregation), what grpcio's Python API
 costs by itself. The server process also reports its peak RSS above its RSS before the job, in model sizes.
 Goals (issue 3): round time within 2x of the baseline; server peak RSS under (2 + clients in flight) x model.
+
+The server sets glibc's heap as `fedra server` does (one arena, a fixed mmap threshold: fedra/linux/_malloc.py);
+BENCH_ARENAS=0 and BENCH_MMAP_THRESHOLD=0 run it with glibc's defaults instead.
 """
 
 from __future__ import annotations
@@ -188,19 +191,25 @@ def reset_hwm() -> None:
 
 
 class RssByRound:
-    """A driver observer: the peak RSS of each round and the RSS at its end (KiB)."""
+    """A driver observer: the peak RSS of each round and the RSS at its end (KiB), and its page faults."""
 
     def __init__(self) -> None:
         self.peaks: list[int] = []
         self.ends: list[int] = []
+        self.faults: list[int] = []  # minor page faults of the server process in each round
+        self._faults = 0
 
     def on_run_start(self, info: Any) -> None:
         reset_hwm()
+        self._faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 
     def on_round_end(self, record: Any) -> None:
         self.peaks.append(hwm_kib())
         self.ends.append(rss_kib())
         reset_hwm()
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        self.faults.append(faults - self._faults)
+        self._faults = faults
 
     def on_run_end(self, records: Any) -> None:
         pass
@@ -222,13 +231,16 @@ def malloc_in_use_mib() -> float:
 
 def server_main(clients: int, params: int, rounds: int, memory_detail: bool = False, max_replies: int = 8,
                 max_sending: int = 8) -> dict[str, Any]:
-    from fedra.linux import fix_mmap_threshold
+    from fedra.linux import fix_mmap_threshold, limit_arenas
     from fedra.runtime import DriverConfig, RoundDriver
     from fedra.strategy import FractionSampler, Strategy
     from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport
 
-    if threshold := int(os.environ.get("BENCH_MMAP_THRESHOLD", MMAP_THRESHOLD)):  # 0: glibc's dynamic default
-        fix_mmap_threshold(threshold)  # as `fedra server` does: see fedra/linux/_malloc.py
+    # the heap as `fedra server` sets it (see fedra/linux/_malloc.py); 0: glibc's default
+    if arenas := int(os.environ.get("BENCH_ARENAS", 1)):
+        limit_arenas(arenas)
+    if threshold := int(os.environ.get("BENCH_MMAP_THRESHOLD", MMAP_THRESHOLD)):  # 0: glibc's dynamic rule
+        fix_mmap_threshold(threshold)
     before = rss_kib()
     transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=clients + 16,
                               max_replies=max_replies, max_sending=max_sending)
@@ -278,7 +290,8 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
     assert all(r.accepted == clients for r in result.records)
     return {"round_s": [r.seconds["total"] for r in result.records], "rss_before_kib": before,
             "rss_job_start_kib": base, "peak_kib": peak, "in_flight": transport.peak_replies_in_flight,
-            "round_peak_kib": by_round.peaks, "round_end_kib": by_round.ends, **detail}
+            "round_peak_kib": by_round.peaks, "round_end_kib": by_round.ends, "round_faults": by_round.faults,
+            **detail}
 
 
 def main() -> None:
@@ -345,6 +358,9 @@ def main() -> None:
           f"its RSS at job start, nothing bounding what it holds: "
           f"{(floor_res['peak_kib'] - floor_res['rss_job_start_kib']) * 1024 / model:.1f} x model")
     print(f"ratio round / baseline: {r_med / b_med:.2f}  (goal <= 2); round / grpcio alone: {r_med / f_med:.2f}")
+    faults = statistics.median(res["round_faults"][1:] or res["round_faults"])
+    print(f"server page faults per round: median {faults:,.0f} ({faults * 4096 / (2 * total):.2f} per 4 KiB "
+          f"moved)")
     print(f"server peak RSS above its RSS at job start: {extra / 2**20:.0f} MiB = {extra / model:.1f} x model "
           f"(process peak {res['peak_kib'] / 1024:.0f} MiB, {res['rss_job_start_kib'] / 1024:.0f} MiB at job start)")
     flight = res["in_flight"]

@@ -1,4 +1,5 @@
-"""fix_mmap_threshold: large blocks keep coming from their own mappings after one has been freed."""
+"""fix_mmap_threshold: large blocks keep coming from their own mappings after one has been freed.
+limit_arenas: threads share one arena instead of taking one each."""
 
 from __future__ import annotations
 
@@ -33,3 +34,39 @@ def test_a_fixed_threshold_keeps_large_blocks_in_their_own_mappings() -> None:
         pytest.skip("the C library is not glibc: mallopt's mmap threshold does not apply")
     assert _where_the_second_block_went("dynamic") == "heap"  # glibc's dynamic rule at work
     assert _where_the_second_block_went("fixed") == "mapping"
+
+
+ARENAS = """
+import sys, threading, ctypes
+from fedra.linux import limit_arenas
+if sys.argv[1] == "limited":
+    assert limit_arenas(1)
+held, ready = [], threading.Barrier(4)
+def work():
+    held.append(bytearray(1 << 16))  # a malloc on this thread: glibc gives it an arena
+    ready.wait()                      # all four alive at once, so none can inherit a finished one's
+threads = [threading.Thread(target=work) for _ in range(4)]
+for t in threads: t.start()
+for t in threads: t.join()
+ctypes.CDLL("libc.so.6").malloc_stats()  # one "Arena N:" block per arena, on stderr
+"""
+
+
+def _arenas(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True)
+    return sum(line.startswith("Arena ") for line in out.stderr.splitlines())
+
+
+def test_limited_arenas_are_shared_by_threads_started_after() -> None:
+    if "glibc" not in " ".join(__import__("platform").libc_ver()):
+        pytest.skip("the C library is not glibc: mallopt's arena limit does not apply")
+    assert _arenas("default") >= 3  # glibc's rule: a new arena for each thread that allocates (up to 8/core)
+    assert _arenas("limited") == 1
+
+
+@pytest.mark.parametrize("count", [0, -1, True, 1.0])
+def test_an_arena_count_below_one_is_refused(count: object) -> None:
+    from fedra.linux import limit_arenas
+
+    with pytest.raises(ValueError, match="count: expected an int >= 1"):
+        limit_arenas(count)  # type: ignore[arg-type]

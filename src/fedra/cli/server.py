@@ -70,6 +70,14 @@ def server(
     """Serve a job to clients that connect over gRPC, and aggregate their updates."""
     console = Console()
     with exit_codes():
+        from fedra.linux import fix_mmap_threshold, limit_arenas
+        from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport, check_address
+
+        # the heap of a server that moves payload chunks on many threads (see fedra/linux/_malloc.py):
+        # before the imports and the gRPC server start the threads that would each take an arena
+        limit_arenas(1)
+        fix_mmap_threshold(MMAP_THRESHOLD)
+        check_address(bind, what="--bind", listen=True)  # before any work: grpc would wrap a bad port
         if insecure == (certs is not None):
             raise ConfigError("expected exactly one of --certs DIR (mutual TLS, the default way; make DIR "
                               "with `fedra certs init` and `fedra certs issue server NAME --san HOST`) or "
@@ -81,7 +89,6 @@ def server(
                               source=str(job_file))
         # Imported here so `fedra --help` stays fast and free of grpc.
         from fedra.app import UserApp
-        from fedra.linux import fix_mmap_threshold
         from fedra.runtime import RoundDriver
         from fedra.simulation import (
             build_privacy,
@@ -92,11 +99,6 @@ def server(
             load_data,
             noise_seed,
         )
-        from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport, check_address
-
-        check_address(bind, what="--bind", listen=True)  # before any work: grpc would wrap a bad port
-        # payload buffers freed on many threads must go back to the kernel: see fedra/linux/_malloc.py
-        fix_mmap_threshold(MMAP_THRESHOLD)
 
         if job.attack is not None:
             raise ConfigError("attack: expected no [attack] section for `fedra server`: attacks are simulated "
