@@ -12,8 +12,9 @@ grpcio with nothing else (no checks, no copies of fedra's, no aggregation), what
 costs by itself. The server process also reports its peak RSS above its RSS before the job, in model sizes.
 Goals (issue 3): round time within 2x of the baseline; server peak RSS under (2 + clients in flight) x model.
 
-The server sets glibc's heap as `fedra server` does (one arena, a fixed mmap threshold: fedra/linux/_malloc.py);
-BENCH_ARENAS=0 and BENCH_MMAP_THRESHOLD=0 run it with glibc's defaults instead.
+The server sets glibc's heap as `fedra server` does (one arena, fixed mmap and trim thresholds:
+fedra/linux/_malloc.py); BENCH_ARENAS=0, BENCH_MMAP_THRESHOLD=0 and BENCH_TRIM_THRESHOLD=0 run it with
+glibc's defaults instead.
 """
 
 from __future__ import annotations
@@ -231,16 +232,18 @@ def malloc_in_use_mib() -> float:
 
 def server_main(clients: int, params: int, rounds: int, memory_detail: bool = False, max_replies: int = 8,
                 max_sending: int = 8) -> dict[str, Any]:
-    from fedra.linux import fix_mmap_threshold, limit_arenas
+    from fedra.linux import fix_mmap_threshold, limit_arenas, set_trim_threshold
     from fedra.runtime import DriverConfig, RoundDriver
     from fedra.strategy import FractionSampler, Strategy
-    from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport
+    from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport, trim_threshold_for
 
     # the heap as `fedra server` sets it (see fedra/linux/_malloc.py); 0: glibc's default
     if arenas := int(os.environ.get("BENCH_ARENAS", 1)):
         limit_arenas(arenas)
     if threshold := int(os.environ.get("BENCH_MMAP_THRESHOLD", MMAP_THRESHOLD)):  # 0: glibc's dynamic rule
         fix_mmap_threshold(threshold)
+    if trim := int(os.environ.get("BENCH_TRIM_THRESHOLD", trim_threshold_for(params * 4))):  # 0: glibc's 128 KiB
+        set_trim_threshold(trim)
     before = rss_kib()
     transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=clients + 16,
                               max_replies=max_replies, max_sending=max_sending)

@@ -70,3 +70,42 @@ def test_an_arena_count_below_one_is_refused(count: object) -> None:
 
     with pytest.raises(ValueError, match="count: expected an int >= 1"):
         limit_arenas(count)  # type: ignore[arg-type]
+
+
+TRIM = """
+import sys
+from fedra.linux import fix_mmap_threshold, set_trim_threshold
+assert fix_mmap_threshold(64 << 20)  # the block below comes from the heap, not a mapping of its own
+if sys.argv[1] == "kept":
+    assert set_trim_threshold(32 << 20)
+def heap():
+    for line in open("/proc/self/maps"):
+        if line.rstrip().endswith("[heap]"):
+            lo, hi = (int(x, 16) for x in line.split()[0].split("-"))
+            return hi - lo
+    return 0
+block = bytearray(8 << 20)  # at the heap's top, touched
+grown = heap()
+del block
+print(grown - heap())  # bytes the heap gave back to the kernel
+"""
+
+
+def _given_back(mode: str) -> int:
+    out = subprocess.run([sys.executable, "-c", TRIM, mode], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip())
+
+
+def test_a_trim_threshold_keeps_a_freed_top_for_reuse() -> None:
+    if "glibc" not in " ".join(__import__("platform").libc_ver()):
+        pytest.skip("the C library is not glibc: mallopt's trim threshold does not apply")
+    assert _given_back("default") >= 8 << 20  # glibc's 128 KiB: the freed top goes back at once
+    assert _given_back("kept") == 0
+
+
+@pytest.mark.parametrize("nbytes", [-1, 1 << 31, True, 1.5])
+def test_a_trim_threshold_out_of_range_is_refused(nbytes: object) -> None:
+    from fedra.linux import set_trim_threshold
+
+    with pytest.raises(ValueError, match="nbytes: expected an int from 0 to 2"):
+        set_trim_threshold(nbytes)  # type: ignore[arg-type]

@@ -70,8 +70,13 @@ def server(
     """Serve a job to clients that connect over gRPC, and aggregate their updates."""
     console = Console()
     with exit_codes():
-        from fedra.linux import fix_mmap_threshold, limit_arenas
-        from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport, check_address
+        from fedra.linux import fix_mmap_threshold, limit_arenas, set_trim_threshold
+        from fedra.transport.grpc import (
+            MMAP_THRESHOLD,
+            GrpcTransport,
+            check_address,
+            trim_threshold_for,
+        )
 
         # the heap of a server that moves payload chunks on many threads (see fedra/linux/_malloc.py):
         # before the imports and the gRPC server start the threads that would each take an arena
@@ -109,6 +114,7 @@ def server(
                                 partitions=lambda _cid: data.test)
         root_trainer = _root_trainer(job, data, root_data)  # before listening too: no root data, no start
         initial = evaluator_app.init_arrays(job.job.seed)
+        set_trim_threshold(trim_threshold_for(sum(a.nbytes for a in initial.values())))
         test_data = evaluator_app.data("__test__", data.test)
         config = job.client.as_config()
 

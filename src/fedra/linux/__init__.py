@@ -8,7 +8,7 @@ worker with it; ``fedra monitor`` and ``fedra server --monitor`` run the :class:
 
 from fedra.linux._bpf import bpf_unavailable_reason, cgroup_id
 from fedra.linux._cgroups import Cgroup, CgroupError, Limits, cgroup_unavailable_reason
-from fedra.linux._malloc import fix_mmap_threshold, limit_arenas
+from fedra.linux._malloc import fix_mmap_threshold, limit_arenas, set_trim_threshold
 from fedra.linux._monitor import Monitor
 from fedra.linux._monitor_types import EVENT_KINDS, MonitorRules, TrafficEvent
 from fedra.linux._sandbox import (
@@ -43,4 +43,5 @@ __all__ = [
     "limit_arenas",
     "sandbox_unavailable_reason",
     "seccomp_unavailable_reason",
+    "set_trim_threshold",
 ]

@@ -16,6 +16,7 @@ from fedra.transport.grpc._chunks import (
     chunks,
     decode_chunk,
     encode_chunk,
+    trim_threshold_for,
 )
 from fedra.transport.grpc._client import GrpcConnector, PulledTask
 from fedra.transport.grpc._server import CHANNEL_OPTIONS, GrpcTransport
@@ -36,4 +37,5 @@ __all__ = [
     "decode_chunk",
     "encode_chunk",
     "server_credentials",
+    "trim_threshold_for",
 ]

@@ -37,7 +37,7 @@ from fedra.errors import DecodeError, PayloadTooLarge
 from fedra.transport.grpc import fedra_pb2 as pb
 
 __all__ = ["CHUNK_SIZE", "MIN_CHUNK_SIZE", "MMAP_THRESHOLD", "Assembler", "Frame", "chunk_checksums",
-           "chunk_size_for", "chunks", "crc32", "decode_chunk", "encode_chunk"]
+           "chunk_size_for", "chunks", "crc32", "decode_chunk", "encode_chunk", "trim_threshold_for"]
 
 #: The most bytes of payload per message: well under the message size limits set on both ends.
 CHUNK_SIZE: Final = 2 << 20
@@ -51,6 +51,16 @@ CHUNKS_PER_PAYLOAD: Final = 8
 #: With 1 MiB, every 2 MiB chunk was a fresh mapping that the kernel zeroed page by page: rounds of
 #: 10 clients x 40 MB took 1.72 s against 1.36 s with 3 MiB, at the same peak memory (bench/bench_network.py).
 MMAP_THRESHOLD: Final = CHUNK_SIZE + (1 << 20)
+#: Chunk messages a server allocates and frees again and again: with GrpcTransport's defaults, 8 clients
+#: being sent the payload and 8 replies being read, a chunk each on the Python side of gRPC.
+CHUNKS_IN_USE: Final = 16
+
+
+def trim_threshold_for(nbytes: int) -> int:
+    """The free space a server's heap keeps at its top for payloads of ``nbytes`` (see
+    :func:`fedra.linux.set_trim_threshold`): the chunk messages it handles at once, so that they are
+    reused from the heap instead of given back to the kernel and faulted in again."""
+    return CHUNKS_IN_USE * chunk_size_for(nbytes)
 
 
 def chunk_size_for(nbytes: int) -> int:
