@@ -11,6 +11,7 @@ from fedra.records._codec import (
     check_finite,
     check_schema,
     decode_arrays,
+    empty_buffer,
     encode_arrays,
 )
 from fedra.records._message import Message, Scalar, decode_message, encode_message
@@ -25,6 +26,7 @@ __all__ = [
     "check_schema",
     "decode_arrays",
     "decode_message",
+    "empty_buffer",
     "encode_arrays",
     "encode_message",
 ]
