@@ -462,3 +462,40 @@ def test_take_equals_result_reuses_the_sum_and_spends_the_accumulator() -> None:
     for call in (acc.result, acc.take, lambda: acc.add(ups[0], 1.0)):
         with pytest.raises(AggregationError, match="spent by take"):
             call()
+
+
+def test_openblas_runs_single_threaded_during_a_small_fold_only_and_gets_its_threads_back() -> None:
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg.blas  # noqa: F401  (loaded, so that its OpenBLAS is among the libraries)
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine
+        before = blas_threads()
+        seen: list[list[int]] = []
+        real = _mean._axpy_kernel
+
+        def watching(dt: np.dtype[Any]) -> Any:
+            axpy = real(dt)
+
+            def checked(x: Any, y: Any, a: float) -> Any:
+                seen.append(blas_threads())
+                return axpy(x, y, a=a)
+
+            return checked
+
+        mp = pytest.MonkeyPatch()
+        mp.setattr(_mean, "_axpy_kernel", watching)
+        big = {"big": np.ones(_mean._BLAS_MIN_SIZE, np.float32)}
+        try:
+            weighted_mean([big] * 2, [1.0, 2.0])  # 2 x 65,536 element-updates: small
+            small_fold, seen[:] = list(seen), []
+            mp.setattr(_mean, "_BLAS_THREADED_WORK", 2 * _mean._BLAS_MIN_SIZE)
+            weighted_mean([big] * 2, [1.0, 2.0])  # now as large as the threshold
+        finally:
+            mp.undo()
+        assert before and all(t == 2 for t in before)
+        assert small_fold and all(all(t == 1 for t in s) for s in small_fold)
+        assert seen and all(s == before for s in seen)
+        assert blas_threads() == before

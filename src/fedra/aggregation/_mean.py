@@ -33,10 +33,11 @@ finite; check them first (``fedra.records.check_finite``): a NaN or Inf propagat
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final, TypeAlias, final
 
 import numpy as np
@@ -59,6 +60,8 @@ _SPLIT_ALIGN: Final = 64
 _BLAS_MIN_SIZE: Final = 1 << 16
 #: Elements per axpy call: a multiple of 64, large enough that BLAS threads it, small enough for cache.
 _BLAS_BLOCK: Final = 1 << 20
+#: Element-updates (elements x updates) of a fold below which BLAS runs single-threaded (see _fold_blas).
+_BLAS_THREADED_WORK: Final = 1 << 22
 _F32_TINY: Final = float(np.finfo(np.float32).tiny)
 _F32_MAX: Final = float(np.finfo(np.float32).max)
 
@@ -263,19 +266,74 @@ def _fold_blas(acc: npt.NDArray[Any], xs: list[npt.NDArray[Any]], ws: list[np.ge
 
     numpy has no fused multiply-add, so its fold needs a second pass over each block; axpy reads each
     input once, with the running sum's block in cache, and BLAS threads it. The block grid depends only on
-    the array's size, so every element sees the same kernel path whichever way updates are batched:
-    ``add``, ``add_many`` and ``weighted_mean`` stay bit-identical (for one BLAS build and thread count).
+    the array's size, so every element sees the same kernel path however updates are batched: ``add``,
+    ``add_many`` and ``weighted_mean`` stay bit-identical (for one BLAS build; axpy's result does not
+    depend on its thread count).
+
+    A small fold runs with OpenBLAS single-threaded (below ``_BLAS_THREADED_WORK`` element-updates). Its
+    threads sleep between the calls of a server that folds one reply at a time, and waking them cost more
+    than they saved: a 4 MB axpy took 1.4 ms with two threads against 0.37 ms with one on an idle 2-core
+    machine, and about 4 ms on a server busy with 100 clients' streams (bench/bench_network.py). The
+    threads are BLAS's, not ours: f2py holds the GIL through an axpy, so Python threads could not share it.
     """
     axpy = _axpy_kernel(acc.dtype)
-    n = acc.size
     pairs = list(zip(xs, ws, strict=True))
-    probe = np.zeros(1, acc.dtype)
-    if not np.shares_memory(axpy(probe, probe, a=1.0), probe):  # pragma: no cover - f2py copies a bad y
-        raise AggregationError("internal: BLAS axpy did not update the accumulator in place")
-    for b0 in range(0, n, _BLAS_BLOCK):
-        a = acc[b0:b0 + _BLAS_BLOCK]
-        for x, w in pairs:
-            axpy(x[b0:b0 + _BLAS_BLOCK], a, a=w)
+    small = acc.size * len(pairs) < _BLAS_THREADED_WORK
+    with _single_threaded_blas() if small else contextlib.nullcontext():
+        probe = np.zeros(1, acc.dtype)
+        if not np.shares_memory(axpy(probe, probe, a=1.0), probe):  # pragma: no cover - f2py copied y
+            raise AggregationError("internal: BLAS axpy did not update the accumulator in place")
+        for b0 in range(0, acc.size, _BLAS_BLOCK):
+            a = acc[b0:b0 + _BLAS_BLOCK]
+            for x, w in pairs:
+                axpy(x[b0:b0 + _BLAS_BLOCK], a, a=w)
+
+
+_blas_lock = threading.Lock()
+_blas_folds = 0  # small folds running now: the first limits OpenBLAS's threads, the last gives them back
+_blas_limit: Any = None
+
+
+@contextlib.contextmanager
+def _single_threaded_blas() -> Iterator[None]:
+    """OpenBLAS single-threaded while any small fold runs (folds on several threads may overlap)."""
+    global _blas_folds, _blas_limit
+    with _blas_lock:
+        if _blas_folds == 0:
+            from threadpoolctl import ThreadpoolController
+
+            _blas_limit = ThreadpoolController().select(user_api="blas").limit(limits=1)
+        _blas_folds += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_folds -= 1
+            if _blas_folds == 0:
+                _blas_limit.restore_original_limits()
+                _blas_limit = None
+
+
+def _in_threads(run: Callable[[int, int], None], shares: list[tuple[int, int]]) -> None:
+    """``run(*share)`` for every share, the first on this thread and the others on threads of their own."""
+    errors: list[BaseException] = []
+
+    def guarded(first: int, stop: int) -> None:
+        try:
+            run(first, stop)
+        except BaseException as exc:  # re-raised in the calling thread below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=guarded, args=share, daemon=True) for share in shares[1:]]
+    for worker in workers:
+        worker.start()
+    try:
+        run(*shares[0])
+    finally:
+        for worker in workers:
+            worker.join()
+    if errors:
+        raise errors[0]
 
 
 def _fold(
@@ -306,27 +364,11 @@ def _fold(
         [(accs[k], inputs[k], weights[k], lo, hi) for k, lo, hi in share]
         for share in _split(sizes, parts)
     ]
-    if len(shares) == 1:
-        _fold_jobs(shares[0])
-        return
-    errors: list[BaseException] = []
-
-    def run(share: list[_Job]) -> None:
-        try:
+    def run(first: int, stop: int) -> None:
+        for share in shares[first:stop]:
             _fold_jobs(share)
-        except BaseException as exc:  # re-raised in the calling thread below
-            errors.append(exc)
 
-    workers = [threading.Thread(target=run, args=(share,), daemon=True) for share in shares[1:]]
-    for worker in workers:
-        worker.start()
-    try:
-        _fold_jobs(shares[0])
-    finally:
-        for worker in workers:
-            worker.join()
-    if errors:
-        raise errors[0]
+    _in_threads(run, [(i, i + 1) for i in range(len(shares))])
 
 
 @final
