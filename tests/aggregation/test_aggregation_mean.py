@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import itertools
 import weakref
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -464,16 +465,24 @@ def test_take_equals_result_reuses_the_sum_and_spends_the_accumulator() -> None:
             call()
 
 
-def test_openblas_runs_single_threaded_during_a_small_fold_only_and_gets_its_threads_back() -> None:
+def test_scipys_openblas_runs_single_threaded_for_small_folds_and_threaded_for_large_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     threadpoolctl = pytest.importorskip("threadpoolctl")
     import scipy.linalg.blas  # noqa: F401  (loaded, so that its OpenBLAS is among the libraries)
 
-    def blas_threads() -> list[int]:
-        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info() if lib["user_api"] == "blas"]
+    def blas_threads() -> dict[str, int]:
+        return {lib["filepath"]: lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                if lib["user_api"] == "blas"}
 
+    scipys = [f for f in blas_threads() if "scipy" in Path(f).parent.name]
+    if not scipys:
+        pytest.skip("SciPy's BLAS is not a separate OpenBLAS here")
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):  # as on a 2-core machine
+        with _mean._blas_lock:
+            _mean._set_blas_single_threaded(False)  # whatever an earlier test left
         before = blas_threads()
-        seen: list[list[int]] = []
+        seen: list[dict[str, int]] = []
         real = _mean._axpy_kernel
 
         def watching(dt: np.dtype[Any]) -> Any:
@@ -485,17 +494,43 @@ def test_openblas_runs_single_threaded_during_a_small_fold_only_and_gets_its_thr
 
             return checked
 
-        mp = pytest.MonkeyPatch()
-        mp.setattr(_mean, "_axpy_kernel", watching)
+        monkeypatch.setattr(_mean, "_axpy_kernel", watching)
         big = {"big": np.ones(_mean._BLAS_MIN_SIZE, np.float32)}
         try:
-            weighted_mean([big] * 2, [1.0, 2.0])  # 2 x 65,536 element-updates: small
-            small_fold, seen[:] = list(seen), []
-            mp.setattr(_mean, "_BLAS_THREADED_WORK", 2 * _mean._BLAS_MIN_SIZE)
+            weighted_mean([big] * 2, [1.0, 2.0])  # 65,536 elements: a small array
+            small, after_small, seen[:] = list(seen), blas_threads(), []
+            monkeypatch.setattr(_mean, "_BLAS_THREADED_SIZE", _mean._BLAS_MIN_SIZE)
             weighted_mean([big] * 2, [1.0, 2.0])  # now as large as the threshold
         finally:
-            mp.undo()
-        assert before and all(t == 2 for t in before)
-        assert small_fold and all(all(t == 1 for t in s) for s in small_fold)
+            with _mean._blas_lock:
+                _mean._set_blas_single_threaded(False)
+        assert all(t == 2 for t in before.values())
+        single = {f: (1 if f in scipys else t) for f, t in before.items()}  # numpy's own BLAS untouched
+        assert small and all(s == single for s in small)
+        assert after_small == single  # no restore after each small fold: idle threads would spin again
         assert seen and all(s == before for s in seen)
         assert blas_threads() == before
+
+
+def test_an_arrays_blas_threads_depend_on_its_size_alone_so_batching_keeps_the_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # axpy's bits depend on BLAS's thread count (the elements where its threads' pieces meet take
+    # another path), so a fold of one update and a fold of sixteen must use the same count
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    monkeypatch.setattr(_mean, "_BLAS_THREADED_SIZE", 200_000)
+    rng = np.random.default_rng(5)
+    n_big, n_small = 999_983, 65_537  # odd sizes: BLAS's pieces end mid-vector
+    updates = [{"big": rng.standard_normal(n_big).astype(np.float32),
+                "small": rng.standard_normal(n_small).astype(np.float32)} for _ in range(16)]
+    weights = [float(w) for w in rng.integers(1, 500, size=16)]
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        try:
+            one = WeightedMeanAccumulator(updates[0])
+            for u, w in zip(updates, weights, strict=True):
+                one.add(u, w)
+            batch = weighted_mean(updates, weights)
+        finally:
+            with _mean._blas_lock:
+                _mean._set_blas_single_threaded(False)
+    assert same_bits(one.result(), batch)

@@ -33,11 +33,11 @@ finite; check them first (``fedra.records.check_finite``): a NaN or Inf propagat
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final, TypeAlias, final
 
 import numpy as np
@@ -60,8 +60,8 @@ _SPLIT_ALIGN: Final = 64
 _BLAS_MIN_SIZE: Final = 1 << 16
 #: Elements per axpy call: a multiple of 64, large enough that BLAS threads it, small enough for cache.
 _BLAS_BLOCK: Final = 1 << 20
-#: Element-updates (elements x updates) of a fold below which BLAS runs single-threaded (see _fold_blas).
-_BLAS_THREADED_WORK: Final = 1 << 22
+#: Arrays of fewer elements fold with BLAS single-threaded, larger ones with BLAS's threads (see _fold_blas).
+_BLAS_THREADED_SIZE: Final = 1 << 22
 _F32_TINY: Final = float(np.finfo(np.float32).tiny)
 _F32_MAX: Final = float(np.finfo(np.float32).max)
 
@@ -270,16 +270,21 @@ def _fold_blas(acc: npt.NDArray[Any], xs: list[npt.NDArray[Any]], ws: list[np.ge
     ``add_many`` and ``weighted_mean`` stay bit-identical (for one BLAS build; axpy's result does not
     depend on its thread count).
 
-    A small fold runs with OpenBLAS single-threaded (below ``_BLAS_THREADED_WORK`` element-updates). Its
-    threads sleep between the calls of a server that folds one reply at a time, and waking them cost more
-    than they saved: a 4 MB axpy took 1.4 ms with two threads against 0.37 ms with one on an idle 2-core
-    machine, and about 4 ms on a server busy with 100 clients' streams (bench/bench_network.py). The
-    threads are BLAS's, not ours: f2py holds the GIL through an axpy, so Python threads could not share it.
+    Arrays under ``_BLAS_THREADED_SIZE`` elements fold with OpenBLAS single-threaded, larger ones with
+    the threads it has. The choice depends on the array's size alone, and folds hold a lock, because
+    axpy's bits depend on its thread count: OpenBLAS cuts the vector per thread, and the elements at the
+    ends of the pieces take another code path (a few per million differ). Each array of a model thus
+    always folds the same way, however its updates are batched. A server folds one reply, or the few
+    that are ready, at a time, and for such arrays BLAS's threads cost more than they gave: waking them
+    took longer than a 4 MB axpy (1.4 ms with two threads against 0.37 ms with one, idle 2-core machine),
+    and between folds an idle one spun for its timeout, a sixth of all CPU in a profile of the 100 x 1M
+    bench while the clients needed every cycle (rounds 1.89 s against 2.33; bench/bench_network.py,
+    BENCHMARKS.md). The threads are BLAS's, not ours: f2py holds the GIL through an axpy.
     """
     axpy = _axpy_kernel(acc.dtype)
     pairs = list(zip(xs, ws, strict=True))
-    small = acc.size * len(pairs) < _BLAS_THREADED_WORK
-    with _single_threaded_blas() if small else contextlib.nullcontext():
+    with _blas_lock:  # no other fold changes BLAS's threads under this one
+        _set_blas_single_threaded(acc.size < _BLAS_THREADED_SIZE)
         probe = np.zeros(1, acc.dtype)
         if not np.shares_memory(axpy(probe, probe, a=1.0), probe):  # pragma: no cover - f2py copied y
             raise AggregationError("internal: BLAS axpy did not update the accumulator in place")
@@ -289,29 +294,31 @@ def _fold_blas(acc: npt.NDArray[Any], xs: list[npt.NDArray[Any]], ws: list[np.ge
                 axpy(x[b0:b0 + _BLAS_BLOCK], a, a=w)
 
 
-_blas_lock = threading.Lock()
-_blas_folds = 0  # small folds running now: the first limits OpenBLAS's threads, the last gives them back
-_blas_limit: Any = None
+_blas_lock = threading.Lock()  # held through a BLAS fold, and while its threads are set
+_blas_limit: Any = None  # while SciPy's OpenBLAS is held to one thread: what gives it its threads back
+_blas_limiter: Any = None  # a threadpoolctl controller of SciPy's OpenBLAS (not numpy's), made on first use
 
 
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """OpenBLAS single-threaded while any small fold runs (folds on several threads may overlap)."""
-    global _blas_folds, _blas_limit
-    with _blas_lock:
-        if _blas_folds == 0:
+def _set_blas_single_threaded(single: bool) -> None:
+    """Hold SciPy's OpenBLAS to one thread, or give it back the threads it had (``_blas_lock`` held).
+
+    It stays as the last fold left it rather than being restored after each one: each restore let its
+    idle threads spin again. Only SciPy's copy of OpenBLAS is touched, the one the folds use; numpy's is
+    not.
+    """
+    global _blas_limit, _blas_limiter
+    if single and _blas_limit is None:
+        if _blas_limiter is None:
             from threadpoolctl import ThreadpoolController
 
-            _blas_limit = ThreadpoolController().select(user_api="blas").limit(limits=1)
-        _blas_folds += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_folds -= 1
-            if _blas_folds == 0:
-                _blas_limit.restore_original_limits()
-                _blas_limit = None
+            libs = ThreadpoolController()
+            ours = [lib.filepath for lib in libs.lib_controllers
+                    if lib.user_api == "blas" and "scipy" in Path(lib.filepath).parent.name]
+            _blas_limiter = libs.select(filepath=ours) if ours else libs.select(user_api="blas")
+        _blas_limit = _blas_limiter.limit(limits=1)
+    elif not single and _blas_limit is not None:
+        _blas_limit.restore_original_limits()
+        _blas_limit = None
 
 
 def _in_threads(run: Callable[[int, int], None], shares: list[tuple[int, int]]) -> None:
