@@ -18,16 +18,17 @@ allocates an arena of its own, up to 8 per core. A gRPC server's handler threads
 messages (a few MiB) from theirs and free them, and every arena keeps its own free space and gives its
 own top back to the kernel, so a chunk often lands on pages the kernel has to fault in and zero again.
 With one arena, what one thread frees the next one reuses: rounds of 10 clients x 10M float32 took
-0.93-1.03 s instead of 1.07-1.18 s, and the server's peak RSS at 100 x 1M went from 24 to 20-21 x the
-model (bench/bench_network.py, alternating runs; BENCHMARKS.md). Small blocks, the ones threads
+0.98-0.99 s instead of 1.16-1.17 s, with a third of the page faults, and the server's peak RSS at
+100 x 1M went from 24 to 20-21 x the model (bench/bench_network.py, alternating runs; BENCHMARKS.md). Small blocks, the ones threads
 allocate most often, come from each thread's cache without the arena's lock.
 
 And the arena keeps some free space at its top (:func:`set_trim_threshold`). glibc gives the top back to
 the kernel as soon as more than 128 KiB of it is free, so the chunk messages allocated and freed there
-all the time kept landing on pages to fault in again: 10 x 10M rounds took 0.86-0.88 s with the
-threshold at the chunks a server handles at once (16 x 2 MiB), against 0.98-0.99 s, with a sixth of the
-page faults (bench/bench_network.py, two runs each) and no more peak memory. With one arena, that
-is the most free memory the rule keeps.
+all the time kept landing on pages to fault in again. With the threshold at the chunks a server
+handles at once (16 x 2 MiB) and one arena, 10 x 10M rounds took 0.99-1.04 s against 1.23-1.32 s with
+glibc's defaults, with 8k page faults per round against 130k-163k, and no more peak memory
+(bench/bench_network.py, three alternating pairs). With one arena, that is the most free memory the
+rule keeps.
 """
 
 from __future__ import annotations
