@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, TypeAlias, final
 
@@ -267,8 +267,7 @@ def _fold_blas(acc: npt.NDArray[Any], xs: list[npt.NDArray[Any]], ws: list[np.ge
     numpy has no fused multiply-add, so its fold needs a second pass over each block; axpy reads each
     input once, with the running sum's block in cache, and BLAS threads it. The block grid depends only on
     the array's size, so every element sees the same kernel path however updates are batched: ``add``,
-    ``add_many`` and ``weighted_mean`` stay bit-identical (for one BLAS build; axpy's result does not
-    depend on its thread count).
+    ``add_many`` and ``weighted_mean`` stay bit-identical (for one BLAS build and thread count, below).
 
     Arrays under ``_BLAS_THREADED_SIZE`` elements fold with OpenBLAS single-threaded, larger ones with
     the threads it has. The choice depends on the array's size alone, and folds hold a lock, because
@@ -278,8 +277,8 @@ def _fold_blas(acc: npt.NDArray[Any], xs: list[npt.NDArray[Any]], ws: list[np.ge
     that are ready, at a time, and for such arrays BLAS's threads cost more than they gave: waking them
     took longer than a 4 MB axpy (1.4 ms with two threads against 0.37 ms with one, idle 2-core machine),
     and between folds an idle one spun for its timeout, a sixth of all CPU in a profile of the 100 x 1M
-    bench while the clients needed every cycle (rounds 1.89 s against 2.33; bench/bench_network.py,
-    BENCHMARKS.md). The threads are BLAS's, not ours: f2py holds the GIL through an axpy.
+    bench while the clients needed every cycle (bench/bench_network.py, BENCHMARKS.md). The threads are
+    BLAS's, not ours: f2py holds the GIL through an axpy.
     """
     axpy = _axpy_kernel(acc.dtype)
     pairs = list(zip(xs, ws, strict=True))
@@ -321,28 +320,6 @@ def _set_blas_single_threaded(single: bool) -> None:
         _blas_limit = None
 
 
-def _in_threads(run: Callable[[int, int], None], shares: list[tuple[int, int]]) -> None:
-    """``run(*share)`` for every share, the first on this thread and the others on threads of their own."""
-    errors: list[BaseException] = []
-
-    def guarded(first: int, stop: int) -> None:
-        try:
-            run(first, stop)
-        except BaseException as exc:  # re-raised in the calling thread below
-            errors.append(exc)
-
-    workers = [threading.Thread(target=guarded, args=share, daemon=True) for share in shares[1:]]
-    for worker in workers:
-        worker.start()
-    try:
-        run(*shares[0])
-    finally:
-        for worker in workers:
-            worker.join()
-    if errors:
-        raise errors[0]
-
-
 def _fold(
     accs: list[npt.NDArray[Any]],
     inputs: list[list[npt.NDArray[Any]]],
@@ -371,11 +348,27 @@ def _fold(
         [(accs[k], inputs[k], weights[k], lo, hi) for k, lo, hi in share]
         for share in _split(sizes, parts)
     ]
-    def run(first: int, stop: int) -> None:
-        for share in shares[first:stop]:
-            _fold_jobs(share)
+    if len(shares) == 1:
+        _fold_jobs(shares[0])
+        return
+    errors: list[BaseException] = []
 
-    _in_threads(run, [(i, i + 1) for i in range(len(shares))])
+    def run(share: list[_Job]) -> None:
+        try:
+            _fold_jobs(share)
+        except BaseException as exc:  # re-raised in the calling thread below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(share,), daemon=True) for share in shares[1:]]
+    for worker in workers:
+        worker.start()
+    try:
+        _fold_jobs(shares[0])
+    finally:
+        for worker in workers:
+            worker.join()
+    if errors:
+        raise errors[0]
 
 
 @final

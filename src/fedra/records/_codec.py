@@ -144,8 +144,7 @@ def encode_arrays(
     head = json.dumps(header, separators=(",", ":"), allow_nan=False).encode()
     head += b" " * (-(len(head)) % 8)  # pad so the data section starts 8-byte aligned
     # Every byte below is written (length, header, then the arrays back to back), so the buffer need not
-    # be zeroed first: bytearray(n) would zero it, a whole extra pass, and its pages would come from
-    # malloc without numpy's transparent-huge-page advice for large buffers. bench/bench_network.py,
+    # be zeroed first: bytearray(n) would zero it, a whole extra pass, on small pages. bench/bench_network.py,
     # alternating runs: 1 client x 400 MB, 2.20 s per round against 2.57; 10 clients x 40 MB, ~5 % faster.
     view = empty_buffer(_LEN.size + len(head) + pos).data
     _LEN.pack_into(view, 0, len(head))

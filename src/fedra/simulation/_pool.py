@@ -33,7 +33,7 @@ from typing import Any, Protocol, final
 import numpy as np
 
 from fedra.errors import FedraError, TransportError, UserCodeError
-from fedra.records import Message, decode_message, encode_message
+from fedra.records import Message, decode_message, empty_buffer, encode_message
 from fedra.runtime import ClientApp, RoundPayload, run_task
 from fedra.transport.base import Buffer, Reply, Task, TaskBatch, Transport
 
@@ -64,8 +64,8 @@ def _send(conn: Connection, header: dict[str, Any], body: Buffer | None = None) 
     if body is None:
         conn.send_bytes(_HLEN.pack(len(head)) + head)
         return
-    # every byte is written below: np.empty spares bytearray's zero-fill pass (see encode_arrays)
-    buf = np.empty(_HLEN.size + len(head) + memoryview(body).nbytes, np.uint8).data
+    # every byte is written below: no zero-fill pass as bytearray's (see encode_arrays)
+    buf = empty_buffer(_HLEN.size + len(head) + memoryview(body).nbytes).data
     _HLEN.pack_into(buf, 0, len(head))
     buf[_HLEN.size:_HLEN.size + len(head)] = head
     buf[_HLEN.size + len(head):] = memoryview(body).cast("B")

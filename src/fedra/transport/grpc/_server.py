@@ -309,7 +309,7 @@ class GrpcTransport(Transport):
     Raises
     ------
     ConfigError
-        ``bind`` is not HOST:PORT (port 0 to 65535) or unix:PATH (see :func:`check_address`), or an
+        ``bind`` is not HOST:PORT with a port from 0 to 65535 (see :func:`check_address`), or an
         ``authority`` without ``credentials``.
     TransportError
         ``bind`` cannot be listened on (a host not of this machine, a port in use).
