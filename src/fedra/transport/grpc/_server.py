@@ -70,10 +70,17 @@ CHANNEL_OPTIONS: Final[list[tuple[str, Any]]] = [
 #: granted a whole chunk's window when fedra asks for the chunk, whatever this is. For 100 clients x
 #: 4 MiB with 256 KiB chunks, 16 KiB instead of 256 KiB took the server's peak from 32 x the model's size
 #: above job start to 24-26 x, with no measurable change in round time (bench/bench_network.py).
+#:
+#: gRPC's TCP endpoint also keeps what it allocated for reads past the read that needed it, for the
+#: connection's next read; after a client's reply of 256 KiB messages that was 230-500 KiB per
+#: connection, held for as long as the connection lives: 100 clients kept 21-33 MiB (5-8 x a 1M-float
+#: model) from their first reply to the end of the job. A cap of 16 KiB on the endpoint's read buffer
+#: keeps ~60 KiB per connection (bench/bench_grpc_connection.py), with no measurable change in round time.
 SERVER_OPTIONS: Final[list[tuple[str, Any]]] = [
     ("grpc.http2.bdp_probe", 0),
     ("grpc.http2.lookahead_bytes", 16 << 10),
     ("grpc.experimental.tcp_max_read_chunk_size", 256 << 10),
+    ("grpc.experimental.tcp_max_read_buffer_size", 16 << 10),
 ]
 
 #: The service and its methods' paths, as declared in fedra.proto (a test checks them against the

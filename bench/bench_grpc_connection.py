@@ -1,0 +1,173 @@
+"""What a grpcio server keeps per connection once its clients have pushed a payload, with fedra's options.
+
+    python bench/bench_grpc_connection.py --clients 100 --bytes 4000000 --chunk 262144
+
+A grpcio server (nothing of fedra's but its channel options) accepts ``--clients`` connections from one
+client process (one channel each, no shared subchannels). Each connection makes one call first, so that
+connecting is not counted; then every client streams ``--bytes`` in ``--chunk`` messages to the server
+(16 at a time), and the calls end. With the connections still open, the server reports what grew since
+before the pushes, per connection: malloc's bytes in use (gRPC's C core and Python together), its RSS,
+and its RSS after ``malloc_trim`` (without malloc's free space). Each option set runs ``--repeats`` times,
+alternating, in fresh server processes:
+
+- fedra: ``CHANNEL_OPTIONS`` + ``SERVER_OPTIONS``, as ``GrpcTransport`` sets them
+- without the read-buffer cap: the same, less ``grpc.experimental.tcp_max_read_buffer_size``
+- grpcio's defaults: ``CHANNEL_OPTIONS`` alone (message size limits and keepalive)
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent import futures
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve()
+CAP = "grpc.experimental.tcp_max_read_buffer_size"
+
+
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                 "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+_libc = ctypes.CDLL("libc.so.6")
+_libc.mallinfo2.restype = _Mallinfo2
+
+
+def _in_use_kib() -> float:
+    info = _libc.mallinfo2()
+    return (info.uordblks + info.hblkhd) / 1024
+
+
+def _rss_kib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return float(line.split()[1])
+    return 0.0
+
+
+def option_sets() -> dict[str, list[tuple[str, Any]]]:
+    from fedra.transport.grpc import CHANNEL_OPTIONS
+    from fedra.transport.grpc._server import SERVER_OPTIONS
+
+    return {"fedra": [*CHANNEL_OPTIONS, *SERVER_OPTIONS],
+            "without the read-buffer cap": [*CHANNEL_OPTIONS, *(o for o in SERVER_OPTIONS if o[0] != CAP)],
+            "grpcio's defaults": list(CHANNEL_OPTIONS)}
+
+
+def server_main(name: str, clients: int, total: int, chunk: int) -> dict[str, float]:
+    import grpc
+
+    from fedra.linux import limit_arenas
+
+    limit_arenas(1)  # as `fedra server` sets its heap
+    options = option_sets()[name]
+
+    def push(messages: Any, context: Any) -> bytes:
+        for _ in messages:
+            pass
+        return b""
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=clients + 16), options=options)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.B", {
+        "Push": grpc.stream_unary_rpc_method_handler(push),
+        "Ping": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    proc = subprocess.Popen([sys.executable, str(HERE), "_client", "--port", str(port), "--clients", str(clients),
+                             "--bytes", str(total), "--chunk", str(chunk)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        if proc.stdout.readline().strip() != "connected":
+            raise SystemExit("the client process did not connect")
+        time.sleep(0.5)
+        before = _in_use_kib(), _rss_kib()
+        proc.stdin.write("push\n")
+        proc.stdin.flush()
+        if proc.stdout.readline().strip() != "pushed":
+            raise SystemExit("the client process did not push")
+        time.sleep(0.5)  # the server's handlers return after the client has its answers
+        after = _in_use_kib(), _rss_kib()
+        _libc.malloc_trim(0)
+        trimmed = _rss_kib()
+        proc.stdin.write("close\n")
+        proc.stdin.flush()
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop(grace=None)
+    return {"in_use": (after[0] - before[0]) / clients, "rss": (after[1] - before[1]) / clients,
+            "rss_trimmed": (trimmed - before[1]) / clients}
+
+
+def client_main(port: int, clients: int, total: int, chunk: int) -> None:
+    import grpc
+
+    from fedra.transport.grpc import CHANNEL_OPTIONS
+
+    options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]  # one connection per channel
+    channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(clients)]
+    for channel in channels:
+        channel.unary_unary("/bench.B/Ping")(b"", timeout=60)
+    print("connected", flush=True)
+    sys.stdin.readline()
+    data = os.urandom(chunk)
+    count = -(-total // chunk)
+
+    def one(channel: Any) -> None:
+        channel.stream_unary("/bench.B/Push")(iter([data] * count), timeout=120)
+
+    with futures.ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, channels))
+    print("pushed", flush=True)
+    sys.stdin.readline()
+    for channel in channels:
+        channel.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", nargs="?", default="run", choices=["run", "_server", "_client"])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--bytes", type=int, default=4_000_000, help="each client's payload")
+    parser.add_argument("--chunk", type=int, default=256 << 10, help="message size")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--options", default="fedra")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    if args.what == "_client":
+        client_main(args.port, args.clients, args.bytes, args.chunk)
+        return
+    if args.what == "_server":
+        print(json.dumps(server_main(args.options, args.clients, args.bytes, args.chunk)))
+        return
+    print(f"# {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(f"{args.clients} connections, each pushes {args.bytes:,} bytes in messages of {args.chunk >> 10} KiB; "
+          f"growth per connection once the calls are over (KiB), median of {args.repeats} (runs in brackets)")
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in option_sets()}
+    for _ in range(args.repeats):
+        for name in runs:
+            out = subprocess.run([sys.executable, str(HERE), "_server", "--options", name, "--clients",
+                                  str(args.clients), "--bytes", str(args.bytes), "--chunk", str(args.chunk)],
+                                 capture_output=True, text=True, check=True)
+            runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    for name, results in runs.items():
+        cells = []
+        for key, label in (("in_use", "malloc in use"), ("rss", "RSS"), ("rss_trimmed", "RSS after malloc_trim")):
+            values = [r[key] for r in results]
+            cells.append(f"{label} {statistics.median(values):.0f} ({', '.join(f'{v:.0f}' for v in values)})")
+        print(f"{name + ':':29} " + "; ".join(cells))
+
+
+if __name__ == "__main__":
+    main()
