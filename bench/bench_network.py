@@ -376,9 +376,10 @@ def main() -> None:
               f"arenas); rounds 2..{args.rounds}: "
               f"peak {(later - settled) * 1024 / model:.1f} x model above it")
     if args.memory_detail:
-        print(f"Python-traced peak during the rounds (fedra's own allocations, numpy's included): "
-              f"{res['python_peak_mib']:.0f} MiB = {res['python_peak_mib'] * 2**20 / model:.1f} x model, against "
-              f"2 + {flight} in flight; malloc in use after the job: "
+        print(f"Python-traced peak during the rounds (Python's and numpy's allocations; not the payloads and "
+              f"reply buffers of 2 MiB and more, which fedra.records.empty_buffer maps on their own): "
+              f"{res['python_peak_mib']:.0f} MiB = {res['python_peak_mib'] * 2**20 / model:.1f} x model; "
+              f"malloc in use after the job: "
               f"{res['malloc_in_use_mib']:.0f} MiB (Python's and gRPC's C core's together)")
         after, trimmed, start = res["after_job_kib"], res["after_trim_kib"], res["rss_job_start_kib"]
         print(f"after the job, connections still open: {(after - start) / 1024:.0f} MiB above job start, "
