@@ -1,0 +1,123 @@
+"""The server's admission of reply buffers: lowest waiting task first, the head of line always, and a
+change wakes only the replies it may admit."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+pytest.importorskip("grpc")
+
+from fedra.transport.grpc._server import _Admission
+
+
+class Waiters:
+    """Threads waiting in ``admission.acquire``, each for a task index; counts each one's wake-ups."""
+
+    def __init__(self, admission: _Admission) -> None:
+        self.admission = admission
+        self.checks: Counter[int] = Counter()  # still_wanted() calls: one per pass of the waiting loop
+        self.results: dict[int, bool] = {}
+        self.wanted = True
+        self._done: dict[int, threading.Event] = {}
+        self._threads: list[threading.Thread] = []
+
+    def start(self, index: int) -> None:
+        def still_wanted() -> bool:
+            self.checks[index] += 1
+            return self.wanted
+
+        def run() -> None:
+            self.results[index] = self.admission.acquire(index, still_wanted=still_wanted)
+            self._done[index].set()
+
+        self._done[index] = threading.Event()
+        thread = threading.Thread(target=run, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+        deadline = time.monotonic() + 10
+        while self.checks[index] == 0 and time.monotonic() < deadline:  # registered, about to wait
+            time.sleep(0.005)
+        assert self.checks[index] == 1
+
+    def done(self, index: int, timeout: float = 10) -> bool:
+        return self._done[index].wait(timeout)
+
+    def join(self) -> None:
+        for thread in self._threads:
+            thread.join(10)
+
+
+@pytest.fixture
+def admission(monkeypatch: pytest.MonkeyPatch) -> _Admission:
+    # no timed re-checks during the test: a waiter wakes only when it is woken
+    monkeypatch.setattr(_Admission, "POLL", 60.0)
+    return _Admission(1)
+
+
+def test_a_freed_slot_goes_to_the_lowest_waiting_task_and_wakes_no_other(admission: _Admission) -> None:
+    waiters = Waiters(admission)
+    assert admission.acquire(0, still_wanted=lambda: True)  # the head of line: the one slot
+    for index in (5, 3, 4, 2):
+        waiters.start(index)
+    admission.release()
+    assert waiters.done(2)
+    assert waiters.results[2] is True
+    time.sleep(0.3)  # time for any other waiter that was woken to look again
+    assert waiters.checks == {2: 2, 3: 1, 4: 1, 5: 1}, "a freed slot woke replies it could not admit"
+    assert not any(waiters.done(i, timeout=0) for i in (3, 4, 5))
+    waiters.wanted = False
+    admission.advance(-1)
+    waiters.join()
+
+
+def test_the_head_of_line_is_admitted_past_full_slots_and_wakes_no_other(admission: _Admission) -> None:
+    waiters = Waiters(admission)
+    assert admission.acquire(0, still_wanted=lambda: True)  # the one slot, held throughout
+    for index in (3, 4, 5):
+        waiters.start(index)
+    admission.advance(4)  # tasks 0..3 answered or judged: 4 is the head of line now
+    assert waiters.done(4)
+    assert waiters.results[4] is True
+    time.sleep(0.3)
+    assert waiters.checks == {3: 1, 4: 2, 5: 1}
+    assert admission.peak == 2  # the slot and the head of line
+    waiters.wanted = False
+    admission.advance(-1)
+    waiters.join()
+
+
+def test_the_end_of_a_round_wakes_every_waiting_reply_to_give_up(admission: _Admission) -> None:
+    waiters = Waiters(admission)
+    assert admission.acquire(0, still_wanted=lambda: True)
+    for index in (1, 2, 3):
+        waiters.start(index)
+    waiters.wanted = False  # the round is over: no reply is wanted any more
+    admission.advance(-1)
+    assert all(waiters.done(i) for i in (1, 2, 3))
+    assert waiters.results == {1: False, 2: False, 3: False}
+    admission.release()
+    assert admission.acquire(7, still_wanted=lambda: True)  # the slot is free again, nobody waits
+
+
+def test_slots_are_handed_on_one_by_one_in_task_order(admission: _Admission) -> None:
+    waiters = Waiters(admission)
+    admission.slots = 2
+    assert admission.acquire(0, still_wanted=lambda: True)
+    assert admission.acquire(1, still_wanted=lambda: True)
+    for index in (9, 7, 8, 6):
+        waiters.start(index)
+    order = []
+    for _ in range(4):
+        admission.release()
+        deadline = time.monotonic() + 10
+        while len(waiters.results) == len(order) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        (new,) = set(waiters.results) - set(order)
+        order.append(new)
+    assert order == [6, 7, 8, 9]
+    assert all(waiters.results.values())
+    waiters.join()
