@@ -1,6 +1,7 @@
 """What a grpcio server keeps per connection once its clients have pushed a payload, with fedra's options.
 
     python bench/bench_grpc_connection.py --clients 100 --bytes 4000000 --chunk 262144
+    python bench/bench_grpc_connection.py --tls     # mutual TLS, as fedra deploys by default
 
 A grpcio server (nothing of fedra's but its channel options) accepts ``--clients`` connections from one
 client process (one channel each, no shared subchannels). Each connection makes one call first, so that
@@ -8,7 +9,8 @@ connecting is not counted; then every client streams ``--bytes`` in ``--chunk`` 
 (16 at a time), and the calls end. With the connections still open, the server reports what grew since
 before the pushes, per connection: malloc's bytes in use (gRPC's C core and Python together), its RSS,
 and its RSS after ``malloc_trim`` (without malloc's free space). Each option set runs ``--repeats`` times,
-alternating, in fresh server processes:
+alternating, in fresh server processes. ``--tls``: mutual TLS with certificates from fedra's own CA
+(``fedra.pki``, made in a temporary directory), as ``fedra server`` and ``fedra client`` run by default.
 
 - fedra: ``CHANNEL_OPTIONS`` + ``SERVER_OPTIONS``, as ``GrpcTransport`` sets them
 - without the read-buffer cap: the same, less ``grpc.experimental.tcp_max_read_buffer_size``
@@ -24,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent import futures
 from pathlib import Path
@@ -63,7 +66,7 @@ def option_sets() -> dict[str, list[tuple[str, Any]]]:
             "grpcio's defaults": list(CHANNEL_OPTIONS)}
 
 
-def server_main(name: str, clients: int, total: int, chunk: int) -> dict[str, float]:
+def server_main(name: str, clients: int, total: int, chunk: int, tls: str) -> dict[str, float]:
     import grpc
 
     from fedra.linux import limit_arenas
@@ -80,10 +83,15 @@ def server_main(name: str, clients: int, total: int, chunk: int) -> dict[str, fl
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.B", {
         "Push": grpc.stream_unary_rpc_method_handler(push),
         "Ping": grpc.unary_unary_rpc_method_handler(lambda request, context: b"")}),))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls:
+        from fedra.transport.grpc import server_credentials
+
+        port = server.add_secure_port("127.0.0.1:0", server_credentials(tls, "server"))
+    else:
+        port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     proc = subprocess.Popen([sys.executable, str(HERE), "_client", "--port", str(port), "--clients", str(clients),
-                             "--bytes", str(total), "--chunk", str(chunk)],
+                             "--bytes", str(total), "--chunk", str(chunk), "--federation", tls],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdin is not None and proc.stdout is not None
     try:
@@ -110,13 +118,18 @@ def server_main(name: str, clients: int, total: int, chunk: int) -> dict[str, fl
             "rss_trimmed": (trimmed - before[1]) / clients}
 
 
-def client_main(port: int, clients: int, total: int, chunk: int) -> None:
+def client_main(port: int, clients: int, total: int, chunk: int, tls: str) -> None:
     import grpc
 
-    from fedra.transport.grpc import CHANNEL_OPTIONS
+    from fedra.transport.grpc import CHANNEL_OPTIONS, client_credentials
 
     options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]  # one connection per channel
-    channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(clients)]
+    if tls:
+        credentials = client_credentials(tls, "client")
+        channels = [grpc.secure_channel(f"127.0.0.1:{port}", credentials, options=options)
+                    for _ in range(clients)]
+    else:
+        channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=options) for _ in range(clients)]
     for channel in channels:
         channel.unary_unary("/bench.B/Ping")(b"", timeout=60)
     print("connected", flush=True)
@@ -144,21 +157,37 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--options", default="fedra")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--tls", action="store_true", help="mutual TLS (certificates from fedra.pki)")
+    parser.add_argument("--federation", default="", help=argparse.SUPPRESS)  # the CA directory, with --tls
     args = parser.parse_args()
     if args.what == "_client":
-        client_main(args.port, args.clients, args.bytes, args.chunk)
+        client_main(args.port, args.clients, args.bytes, args.chunk, args.federation)
         return
     if args.what == "_server":
-        print(json.dumps(server_main(args.options, args.clients, args.bytes, args.chunk)))
+        print(json.dumps(server_main(args.options, args.clients, args.bytes, args.chunk, args.federation)))
         return
+    with tempfile.TemporaryDirectory(prefix="fedra-bench-") as tmp:
+        federation = ""
+        if args.tls:
+            from fedra.pki import init_ca, issue
+
+            init_ca(tmp)
+            issue(tmp, "server", "server", sans=["127.0.0.1"])
+            issue(tmp, "client", "client")
+            federation = tmp
+        run(args, federation)
+
+
+def run(args: argparse.Namespace, federation: str) -> None:
     print(f"# {' '.join([Path(sys.executable).name, *sys.argv])}")
-    print(f"{args.clients} connections, each pushes {args.bytes:,} bytes in messages of {args.chunk >> 10} KiB; "
+    print(f"{'mutual TLS, ' if federation else ''}{args.clients} connections, each pushes {args.bytes:,} bytes in messages of {args.chunk >> 10} KiB; "
           f"growth per connection once the calls are over (KiB), median of {args.repeats} (runs in brackets)")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in option_sets()}
     for _ in range(args.repeats):
         for name in runs:
             out = subprocess.run([sys.executable, str(HERE), "_server", "--options", name, "--clients",
-                                  str(args.clients), "--bytes", str(args.bytes), "--chunk", str(args.chunk)],
+                                  str(args.clients), "--bytes", str(args.bytes), "--chunk", str(args.chunk),
+                                  "--federation", federation],
                                  capture_output=True, text=True, check=True)
             runs[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
     for name, results in runs.items():
