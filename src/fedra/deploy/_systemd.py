@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import fedra as fedra_package
+from fedra.address import check_address
 from fedra.errors import ConfigError
 from fedra.job import JobSpec
 
@@ -161,11 +162,7 @@ class SystemdOptions:
             if value is not None:
                 _check_path(value, what)
         for what, value in (("bind", self.bind), ("server", self.server)):
-            host, sep, port = value.rpartition(":")
-            # a port as grpc would read it (modulo 65536), or none (443), would serve or dial the wrong one
-            if (not sep or not host or not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535
-                    or any(c.isspace() for c in value)):
-                raise ConfigError(f"{what}: expected HOST:PORT with a port from 1 to 65535, got {value!r}")
+            check_address(value, what=what, listen=False)  # a unit listens on a port known to its clients
         if not self.wait_clients > 0:
             raise ConfigError(f"wait_clients: expected a positive number of seconds, got {self.wait_clients}")
         if self.watchdog_sec < 2:

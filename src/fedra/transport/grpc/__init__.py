@@ -7,7 +7,7 @@ and :func:`client_credentials` (or :meth:`GrpcConnector.mutual_tls`), with a :cl
 given to :class:`GrpcTransport` to admit clients. Generated modules: ``fedra_pb2*`` (scripts/gen-proto).
 """
 
-from fedra.transport.grpc._address import check_address
+from fedra.address import check_address
 from fedra.transport.grpc._chunks import (
     CHUNK_SIZE,
     MMAP_THRESHOLD,

@@ -8,11 +8,11 @@ from typing import Any, Final, NoReturn, final
 
 import grpc
 
+from fedra.address import check_address
 from fedra.errors import AccessDenied, RecordError, TransportError
 from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES
 from fedra.transport.base import Buffer, JobFinished, Task
 from fedra.transport.grpc import fedra_pb2 as pb
-from fedra.transport.grpc._address import check_address
 from fedra.transport.grpc._chunks import Assembler, chunks, decode_chunk
 from fedra.transport.grpc._server import CHANNEL_OPTIONS, METHODS
 from fedra.transport.grpc._tls import client_credentials
@@ -47,7 +47,7 @@ class GrpcConnector:
     gRPC errors become :class:`~fedra.errors.TransportError` (worth retrying), except the server's refusal
     of this client (``PERMISSION_DENIED``, ``UNAUTHENTICATED``), which is :class:`~fedra.errors.AccessDenied`.
     Use :meth:`mutual_tls` to connect with a certificate from the federation directory. A ``target`` that is
-    not HOST:PORT (port 1 to 65535) or unix:PATH is a ConfigError at once (see :func:`check_address`).
+    not HOST:PORT (port 1 to 65535) is a ConfigError at once (see :func:`fedra.address.check_address`).
     """
 
     def __init__(self, target: str, *, client_id: str, credentials: grpc.ChannelCredentials | None = None,

@@ -29,11 +29,11 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import grpc
 
+from fedra.address import check_address
 from fedra.errors import AccessDenied, ConfigError, PayloadTooLarge, RecordError, TransportError
 from fedra.records import DEFAULT_MAX_PAYLOAD_BYTES
 from fedra.transport.base import Reply, Task, TaskBatch, Transport
 from fedra.transport.grpc import fedra_pb2 as pb
-from fedra.transport.grpc._address import check_address
 from fedra.transport.grpc._chunks import (
     CHUNK_SIZE,
     Assembler,

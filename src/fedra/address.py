@@ -1,4 +1,4 @@
-"""The addresses the gRPC transport listens on and dials, checked before grpc sees them.
+"""The addresses fedra's gRPC servers listen on and its clients dial, checked before grpc sees them.
 
 grpc is lenient where a mistake should stop the command: it reads a port modulo 65536 and a missing
 port as 443, so ``--bind 127.0.0.1:99999`` listened on port 34463 and ``--server 10.0.0.5`` dialled
@@ -6,6 +6,9 @@ port 443, without a word, and a client then retried a server that could never an
 is ``HOST:PORT`` (an IPv6 host in brackets: ``[::1]:7788``) with a decimal port up to 65535. grpc's
 other target forms (``unix:PATH``, ``dns:///...``) are refused: under mutual TLS a Unix socket's
 path becomes the name the server's certificate is checked against, which no certificate carries.
+
+A module of its own, beside :mod:`fedra.errors`, so that what renders a deployment (:mod:`fedra.deploy`,
+which must not import the transport) checks an address the same way the transport does.
 """
 
 from __future__ import annotations
@@ -28,10 +31,8 @@ def check_address(value: str, *, what: str, listen: bool) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{what}: expected an address HOST:PORT as a string, got {type(value).__name__}")
     lowest = 0 if listen else 1
-    form = (f"HOST:PORT with a port from {lowest} to {_MAX_PORT}"
-            + (" (0: any free port)" if listen else "")
-            + " (an IPv6 host in brackets: [::1]:7788)")
-    example = "0.0.0.0:7788" if listen else "agg.example.org:7788"
+    example = ("0.0.0.0:7788 (port 0: any free port)" if listen else "agg.example.org:7788") + (
+        ", or [::1]:7788 for an IPv6 host")
     host, sep, port = value.rpartition(":")
     if any(c.isspace() for c in value):
         problem = "it contains whitespace"
@@ -52,4 +53,5 @@ def check_address(value: str, *, what: str, listen: bool) -> str:
         problem = "its brackets do not enclose the whole host"
     else:
         return value
-    raise ConfigError(f"{what}: expected {form}, got {value!r}: {problem}; for example {example}")
+    raise ConfigError(f"{what}: expected HOST:PORT with a port from {lowest} to {_MAX_PORT}, got {value!r}: "
+                      f"{problem}; for example {example}")
