@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from fedra.strategy import FractionSampler, Strategy
     from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport
 
-    limit_arenas(1)  # the heap as `fedra server` sets it
+    limit_arenas(1)  # one arena and the mmap threshold, as `fedra server` sets them (not its trim threshold)
     fix_mmap_threshold(MMAP_THRESHOLD)
     model = args.params * 4
     blocks = args.blocks
