@@ -76,6 +76,9 @@ CHANNEL_OPTIONS: Final[list[tuple[str, Any]]] = [
 #: connection, held for as long as the connection lives: 100 clients kept 21-33 MiB (5-8 x a 1M-float
 #: model) from their first reply to the end of the job. A cap of 16 KiB on the endpoint's read buffer
 #: keeps ~60 KiB per connection (bench/bench_grpc_connection.py), with no measurable change in round time.
+#: What stays is the 64 KiB the endpoint allocates for an idle connection's next read once its reads have
+#: grown past 12 KiB; gRPC makes it smaller only under a resource quota's memory pressure, and grpcio's
+#: Python API sets no resource quota (BENCHMARKS.md, "Networked rounds").
 SERVER_OPTIONS: Final[list[tuple[str, Any]]] = [
     ("grpc.http2.bdp_probe", 0),
     ("grpc.http2.lookahead_bytes", 16 << 10),
