@@ -135,7 +135,7 @@ class _Admission:
         try:
             while still_wanted():
                 with self._lock:
-                    if self._admits(index):
+                    if self._admits(index, self._lowest()):
                         self._live += 1
                         self.peak = max(self.peak, self._live)
                         return True
@@ -151,15 +151,18 @@ class _Admission:
             self._live -= 1
             self._wake()
 
-    def _admits(self, index: int) -> bool:  # with self._lock held
-        return index == self.head or (self._live < self.slots and index == min(i for i, _ in self._waiting))
+    def _lowest(self) -> int:  # with self._lock held, while a reply waits
+        return min(i for i, _ in self._waiting)
+
+    def _admits(self, index: int, lowest: int) -> bool:  # with self._lock held
+        return index == self.head or (self._live < self.slots and index == lowest)
 
     def _wake(self, *, everyone: bool = False) -> None:  # with self._lock held
         if not self._waiting:
             return
-        lowest = min(i for i, _ in self._waiting)
+        lowest = self._lowest()
         for index, cv in self._waiting:
-            if everyone or index == self.head or (index == lowest and self._live < self.slots):
+            if everyone or self._admits(index, lowest):
                 cv.notify()
 
     def advance(self, head: int) -> None:
