@@ -2,6 +2,7 @@
 
     python bench/bench_grpc_connection.py --clients 100 --bytes 4000000 --chunk 262144
     python bench/bench_grpc_connection.py --tls     # mutual TLS, as fedra deploys by default
+    heaptrack python bench/bench_grpc_connection.py _server --bytes 65536 --chunk 65536 --exit-after-pushes
 
 A grpcio server (nothing of fedra's but its channel options) accepts ``--clients`` connections from one
 client process (one channel each, no shared subchannels). Each connection makes one call first, so that
@@ -66,7 +67,8 @@ def option_sets() -> dict[str, list[tuple[str, Any]]]:
             "grpcio's defaults": list(CHANNEL_OPTIONS)}
 
 
-def server_main(name: str, clients: int, total: int, chunk: int, tls: str) -> dict[str, float]:
+def server_main(name: str, clients: int, total: int, chunk: int, tls: str, exit_after: bool = False
+                ) -> dict[str, float]:
     import grpc
 
     from fedra.linux import limit_arenas
@@ -105,6 +107,10 @@ def server_main(name: str, clients: int, total: int, chunk: int, tls: str) -> di
             raise SystemExit("the client process did not push")
         time.sleep(0.5)  # the server's handlers return after the client has its answers
         after = _in_use_kib(), _rss_kib()
+        if exit_after:  # under heaptrack: what is alive now is reported as leaked (what each connection keeps)
+            print(json.dumps({"in_use": (after[0] - before[0]) / clients}), flush=True)
+            proc.kill()
+            os._exit(0)
         _libc.malloc_trim(0)
         trimmed = _rss_kib()
         proc.stdin.write("close\n")
@@ -159,12 +165,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tls", action="store_true", help="mutual TLS (certificates from fedra.pki)")
     parser.add_argument("--federation", default="", help=argparse.SUPPRESS)  # the CA directory, with --tls
+    parser.add_argument("--exit-after-pushes", action="store_true",
+                        help="_server: exit at once after the pushes, so that heaptrack reports what the "
+                             "connections keep as leaked")
     args = parser.parse_args()
     if args.what == "_client":
         client_main(args.port, args.clients, args.bytes, args.chunk, args.federation)
         return
     if args.what == "_server":
-        print(json.dumps(server_main(args.options, args.clients, args.bytes, args.chunk, args.federation)))
+        print(json.dumps(server_main(args.options, args.clients, args.bytes, args.chunk, args.federation,
+                                     args.exit_after_pushes)))
         return
     with tempfile.TemporaryDirectory(prefix="fedra-bench-") as tmp:
         federation = ""

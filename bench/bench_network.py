@@ -216,8 +216,8 @@ class RssByRound:
         pass
 
 
-def malloc_in_use_mib() -> float:
-    """Bytes glibc's malloc has handed out and not had back (arenas and mappings), in MiB."""
+def mallinfo() -> Any:
+    """glibc's ``mallinfo2()``: ``uordblks`` bytes in use in the arenas, ``hblkhd`` in malloc's own mappings."""
     import ctypes
 
     class Mallinfo2(ctypes.Structure):
@@ -226,12 +226,66 @@ def malloc_in_use_mib() -> float:
 
     fn = ctypes.CDLL("libc.so.6").mallinfo2
     fn.restype = Mallinfo2
-    info = fn()
+    return fn()
+
+
+def malloc_in_use_mib() -> float:
+    """Bytes glibc's malloc has handed out and not had back (arenas and mappings), in MiB."""
+    info = mallinfo()
     return (info.uordblks + info.hblkhd) / 2**20
 
 
+def mapped_kib() -> dict[str, int]:
+    """RSS (KiB) of the anonymous mappings of 2 MiB and more ("buffers": the payload, the running sum and the
+    reply buffers, which fedra.records.empty_buffer and numpy map on their own, and thread stacks, which
+    barely change) and of malloc's heap ("heap": gRPC's C core and Python's objects, the server's one arena)."""
+    out = {"buffers": 0, "heap": 0}
+    kind = None
+    with open("/proc/self/smaps", "rb") as f:
+        for line in f:
+            if line[:1] in b"0123456789abcdef" and b"-" in line.split(b" ", 1)[0]:
+                fields = line.split()
+                lo, hi = (int(x, 16) for x in fields[0].split(b"-"))
+                name = fields[5] if len(fields) > 5 else b""
+                kind = "heap" if name == b"[heap]" else "buffers" if not name and hi - lo >= 2 << 20 else None
+            elif kind is not None and line.startswith(b"Rss:"):
+                out[kind] += int(line.split()[1])
+    return out
+
+
+class MemorySampler:
+    """A driver observer that samples the server's memory every 3 ms during the rounds (``--sample-memory``):
+    for each round, the most RSS of its buffers and of malloc's heap (:func:`mapped_kib`) and the most bytes
+    malloc had in use in its heap, with the same at job start; what the peak RSS is made of."""
+
+    def __init__(self) -> None:
+        self.start: dict[str, int] = {}
+        self.rounds: list[dict[str, int]] = []
+        self._most: dict[str, int] = {}
+        self._stop = threading.Event()
+
+    def _sample(self) -> dict[str, int]:
+        return {**mapped_kib(), "in_use": mallinfo().uordblks >> 10}
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.003):
+            for key, value in self._sample().items():
+                self._most[key] = max(self._most.get(key, 0), value)
+
+    def on_run_start(self, info: Any) -> None:
+        self.start = self._sample()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def on_round_end(self, record: Any) -> None:
+        most, self._most = self._most, {}
+        self.rounds.append({**most, "end_in_use": mallinfo().uordblks >> 10})
+
+    def on_run_end(self, records: Any) -> None:
+        self._stop.set()
+
+
 def server_main(clients: int, params: int, rounds: int, memory_detail: bool = False, max_replies: int = 8,
-                max_sending: int = 8) -> dict[str, Any]:
+                max_sending: int = 8, sample_memory: bool = False) -> dict[str, Any]:
     from fedra.linux import fix_mmap_threshold, limit_arenas, set_trim_threshold
     from fedra.runtime import DriverConfig, RoundDriver
     from fedra.strategy import FractionSampler, Strategy
@@ -256,9 +310,11 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
         if len(transport.wait_for_clients(clients, timeout=300)) < clients:
             raise SystemExit("clients did not connect")
         by_round = RssByRound()
+        sampler = MemorySampler() if sample_memory else None
         driver = RoundDriver(strategy=Strategy(sampler=FractionSampler(min_clients=clients)),
                              transport=transport, initial_params={"w": np.zeros(params, np.float32)},
-                             config=DriverConfig(rounds=rounds, round_timeout=600), observers=[by_round])
+                             config=DriverConfig(rounds=rounds, round_timeout=600),
+                             observers=[by_round, *([sampler] if sampler else [])])
         # code the rounds load on first use is not round memory: the mean's first fold imports SciPy's
         # BLAS, 17 MiB of RSS (4 x the model at 100 x 1M), so it is loaded before the baseline is taken
         import scipy.linalg.blas  # noqa: F401
@@ -269,7 +325,9 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
 
             tracemalloc.start()
         result = driver.run()
-        detail = {}
+        detail: dict[str, Any] = {}
+        if sampler is not None:
+            detail["sampled"] = {"start": sampler.start, "rounds": sampler.rounds}
         if memory_detail:
             detail = {"python_peak_mib": tracemalloc.get_traced_memory()[1] / 2**20,
                       "malloc_in_use_mib": malloc_in_use_mib()}
@@ -313,13 +371,16 @@ def main() -> None:
                              "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 to try another allocator)")
     parser.add_argument("--memory-detail", action="store_true",
                         help="also trace Python's allocations (slower rounds: memory figures only)")
+    parser.add_argument("--sample-memory", action="store_true",
+                        help="also sample the server's buffers and malloc's heap every 3 ms, per round (slower "
+                             "rounds: memory figures only)")
     args = parser.parse_args()
     if args.what == "_client":
         client_main(args.port, args.name)
         return
     if args.what == "_server":
         print(json.dumps(server_main(args.clients, args.params, args.rounds, args.memory_detail, args.max_replies,
-                                     args.max_sending)))
+                                     args.max_sending, args.sample_memory)))
         return
     if args.what == "_floor_server":
         print(json.dumps(floor_server_main(args.clients, args.params * 4, args.rounds)))
@@ -336,7 +397,8 @@ def main() -> None:
     out = subprocess.run([sys.executable, str(HERE), "_server", "--clients", str(args.clients), "--params",
                           str(args.params), "--rounds", str(args.rounds), "--max-replies", str(args.max_replies),
                           "--max-sending", str(args.max_sending),
-                          *(["--memory-detail"] if args.memory_detail else [])], capture_output=True, text=True,
+                          *(["--memory-detail"] if args.memory_detail else []),
+                          *(["--sample-memory"] if args.sample_memory else [])], capture_output=True, text=True,
                          check=True, env={**os.environ, **server_env, "BENCH_SERVER_ONLY_ENV": ",".join(server_env)})
     res = json.loads(out.stdout.strip().splitlines()[-1])
     rounds = res["round_s"][1:]  # round 1 includes the clients' first imports and connections
@@ -387,6 +449,16 @@ def main() -> None:
               f"was free space in malloc's arenas; the model and its payload are "
               f"{2 * model / 2**20:.0f} MiB of what stays)")
 
+    if sampled := res.get("sampled"):
+        start = sampled["start"]
+        print(f"sampled every 3 ms (anonymous mappings of 2 MiB and more: the payload, the running sum, the reply "
+              f"buffers; malloc's heap: gRPC's C core and Python's objects), above job start, in models; "
+              f"at job start: heap {start['heap'] / 1024:.0f} MiB, {start['in_use'] / 1024:.0f} MiB in use")
+        for r, most in enumerate(sampled["rounds"], 1):
+            print(f"  round {r}: buffers at most {(most['buffers'] - start['buffers']) * 1024 / model:.1f}; "
+                  f"heap at most {(most['heap'] - start['heap']) * 1024 / model:.1f} "
+                  f"({most['heap'] / 1024:.0f} MiB), malloc's most in use in it {most['in_use'] / 1024:.0f} MiB, "
+                  f"{most['end_in_use'] / 1024:.0f} MiB at the round's end")
 
 if __name__ == "__main__":
     main()
