@@ -21,7 +21,6 @@ alternating, in fresh server processes. ``--tls``: mutual TLS with certificates 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
 import statistics
@@ -34,28 +33,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent))
+from bench_network import LIBC, malloc_in_use_mib, rss_kib  # noqa: E402  (the network benchmark's readers)
+
 CAP = "grpc.experimental.tcp_max_read_buffer_size"
-
-
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                 "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-
-_libc = ctypes.CDLL("libc.so.6")
-_libc.mallinfo2.restype = _Mallinfo2
-
-
-def _in_use_kib() -> float:
-    info = _libc.mallinfo2()
-    return (info.uordblks + info.hblkhd) / 1024
-
-
-def _rss_kib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return float(line.split()[1])
-    return 0.0
 
 
 def option_sets() -> dict[str, list[tuple[str, Any]]]:
@@ -100,19 +81,19 @@ def server_main(name: str, clients: int, total: int, chunk: int, tls: str, exit_
         if proc.stdout.readline().strip() != "connected":
             raise SystemExit("the client process did not connect")
         time.sleep(0.5)
-        before = _in_use_kib(), _rss_kib()
+        before = malloc_in_use_mib() * 1024, rss_kib()
         proc.stdin.write("push\n")
         proc.stdin.flush()
         if proc.stdout.readline().strip() != "pushed":
             raise SystemExit("the client process did not push")
         time.sleep(0.5)  # the server's handlers return after the client has its answers
-        after = _in_use_kib(), _rss_kib()
+        after = malloc_in_use_mib() * 1024, rss_kib()
         if exit_after:  # under heaptrack: what is alive now is reported as leaked (what each connection keeps)
             print(json.dumps({"in_use": (after[0] - before[0]) / clients}), flush=True)
             proc.kill()
             os._exit(0)
-        _libc.malloc_trim(0)
-        trimmed = _rss_kib()
+        LIBC.malloc_trim(0)
+        trimmed = rss_kib()
         proc.stdin.write("close\n")
         proc.stdin.flush()
         proc.wait(timeout=60)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import resource
@@ -217,17 +218,19 @@ class RssByRound:
         pass
 
 
+class _Mallinfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                 "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+#: glibc, for mallinfo2() and malloc_trim(); loaded once (MemorySampler reads mallinfo2 every 3 ms)
+LIBC = ctypes.CDLL("libc.so.6")
+LIBC.mallinfo2.restype = _Mallinfo2
+
+
 def mallinfo() -> Any:
     """glibc's ``mallinfo2()``: ``uordblks`` bytes in use in the arenas, ``hblkhd`` in malloc's own mappings."""
-    import ctypes
-
-    class Mallinfo2(ctypes.Structure):
-        _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                                     "fsmblks", "uordblks", "fordblks", "keepcost")]
-
-    fn = ctypes.CDLL("libc.so.6").mallinfo2
-    fn.restype = Mallinfo2
-    return fn()
+    return LIBC.mallinfo2()
 
 
 def malloc_in_use_mib() -> float:
@@ -330,15 +333,13 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
         if sampler is not None:
             detail["sampled"] = {"start": sampler.start, "rounds": sampler.rounds}
         if memory_detail:
-            detail = {"python_peak_mib": tracemalloc.get_traced_memory()[1] / 2**20,
-                      "malloc_in_use_mib": malloc_in_use_mib()}
+            detail |= {"python_peak_mib": tracemalloc.get_traced_memory()[1] / 2**20,
+                       "malloc_in_use_mib": malloc_in_use_mib()}
             tracemalloc.stop()  # its own traces are not the server's
             # what stays after the job with the connections still open, and what of it is free space in
             # malloc's arenas (malloc_trim gives that back to the kernel)
             detail["after_job_kib"] = rss_kib()
-            import ctypes
-
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            LIBC.malloc_trim(0)
             detail["after_trim_kib"] = rss_kib()
         peak = max(by_round.peaks)  # KiB; the HWM is reset each round, so getrusage's maxrss would not do
         transport.finish(linger=5)
