@@ -74,16 +74,18 @@ CHANNEL_OPTIONS: Final[list[tuple[str, Any]]] = [
 #: gRPC's TCP endpoint also keeps what it allocated for reads past the read that needed it, for the
 #: connection's next read; after a client's reply of 256 KiB messages that was 230-500 KiB per
 #: connection, held for as long as the connection lives: 100 clients kept 21-33 MiB (5-8 x a 1M-float
-#: model) from their first reply to the end of the job. A cap of 16 KiB on the endpoint's read buffer
-#: keeps ~60 KiB per connection (bench/bench_grpc_connection.py), with no measurable change in round time.
-#: What stays is the 64 KiB the endpoint allocates for an idle connection's next read once its reads have
-#: grown past 12 KiB; gRPC makes it smaller only under a resource quota's memory pressure, and grpcio's
-#: Python API sets no resource quota (BENCHMARKS.md, "Networked rounds").
+#: model) from their first reply to the end of the job. The endpoint sizes a connection's next read from
+#: its recent reads, up to this cap, and allocates it in 64 KiB slices when that size is 12 KiB or more,
+#: in 8 KiB slices below; an idle connection holds that allocation until its next read. So the cap sits
+#: just under 12 KiB: ~5 KiB stays per connection (bench/bench_grpc_connection.py), against ~60 KiB (one
+#: 64 KiB slice) with a cap of 16 KiB, and reads of up to 16 KiB (two 8 KiB slices) cost no measurable
+#: round time against reads of 64 KiB (BENCHMARKS.md, "Networked rounds"). gRPC would also shrink the
+#: slices under a resource quota's memory pressure, which grpcio's Python API cannot set.
 SERVER_OPTIONS: Final[list[tuple[str, Any]]] = [
     ("grpc.http2.bdp_probe", 0),
     ("grpc.http2.lookahead_bytes", 16 << 10),
     ("grpc.experimental.tcp_max_read_chunk_size", 256 << 10),
-    ("grpc.experimental.tcp_max_read_buffer_size", 16 << 10),
+    ("grpc.experimental.tcp_max_read_buffer_size", (12 << 10) - 1),  # just under 12 KiB: see above
 ]
 
 #: The service and its methods' paths, as declared in fedra.proto (a test checks them against the
