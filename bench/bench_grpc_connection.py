@@ -9,14 +9,16 @@ client process (one channel each, no shared subchannels). Each connection makes 
 connecting is not counted; then every client streams ``--bytes`` in ``--chunk`` messages to the server
 (16 at a time), and the calls end. With the connections still open, the server reports what grew since
 before the pushes, per connection: malloc's bytes in use (gRPC's C core and Python together), its RSS,
-and its RSS after ``malloc_trim`` (without malloc's free space). Each option set runs ``--repeats`` times,
-alternating, in fresh server processes. ``--tls``: mutual TLS with certificates from fedra's own CA
+and its RSS after ``malloc_trim`` (without malloc's free space); and the CPU time the server's threads
+spent while the pushes came in (what the read-buffer cap costs in smaller reads). Each option set runs
+``--repeats`` times, alternating, in fresh server processes. ``--tls``: mutual TLS with certificates from fedra's own CA
 (``fedra.pki``, made in a temporary directory), as ``fedra server`` and ``fedra client`` run by default.
 
-- fedra: ``CHANNEL_OPTIONS`` + ``SERVER_OPTIONS``, as ``GrpcTransport`` sets them
-- a read-buffer cap of 16 KiB: the same, with the cap at 16 KiB instead of just under 12 KiB (gRPC's
-  endpoint then allocates an idle connection's next read as one 64 KiB slice instead of 8 KiB ones)
-- without the read-buffer cap: the same, less ``grpc.experimental.tcp_max_read_buffer_size``
+- fedra, small cap: ``CHANNEL_OPTIONS`` + ``SERVER_OPTIONS`` + the read-buffer cap just under 12 KiB, as
+  ``GrpcTransport`` sets them for payloads under 16 MiB (``read_buffer_cap_for``)
+- fedra, cap of 16 KiB: the same with the cap at 16 KiB, as for larger payloads (gRPC's endpoint then
+  allocates an idle connection's next read as one 64 KiB slice instead of 8 KiB ones)
+- without the read-buffer cap: ``CHANNEL_OPTIONS`` + ``SERVER_OPTIONS``
 - grpcio's defaults: ``CHANNEL_OPTIONS`` alone (message size limits and keepalive)
 """
 
@@ -43,11 +45,11 @@ CAP = "grpc.experimental.tcp_max_read_buffer_size"
 
 def option_sets() -> dict[str, list[tuple[str, Any]]]:
     from fedra.transport.grpc import CHANNEL_OPTIONS
-    from fedra.transport.grpc._server import SERVER_OPTIONS
+    from fedra.transport.grpc._server import LARGE_READ_BUFFER, SERVER_OPTIONS, SMALL_READ_BUFFER
 
-    without_cap = [*CHANNEL_OPTIONS, *(o for o in SERVER_OPTIONS if o[0] != CAP)]
-    return {"fedra": [*CHANNEL_OPTIONS, *SERVER_OPTIONS],
-            "a read-buffer cap of 16 KiB": [*without_cap, (CAP, 16 << 10)],
+    without_cap = [*CHANNEL_OPTIONS, *SERVER_OPTIONS]
+    return {"fedra, small cap": [*without_cap, (CAP, SMALL_READ_BUFFER)],
+            "fedra, cap of 16 KiB": [*without_cap, (CAP, LARGE_READ_BUFFER)],
             "without the read-buffer cap": without_cap,
             "grpcio's defaults": list(CHANNEL_OPTIONS)}
 
@@ -86,10 +88,12 @@ def server_main(name: str, clients: int, total: int, chunk: int, tls: str, exit_
             raise SystemExit("the client process did not connect")
         time.sleep(0.5)
         before = malloc_in_use_mib() * 1024, rss_kib()
+        cpu = time.process_time()  # every thread of the server: gRPC's reads and the handlers
         proc.stdin.write("push\n")
         proc.stdin.flush()
         if proc.stdout.readline().strip() != "pushed":
             raise SystemExit("the client process did not push")
+        cpu = time.process_time() - cpu
         time.sleep(0.5)  # the server's handlers return after the client has its answers
         after = malloc_in_use_mib() * 1024, rss_kib()
         if exit_after:  # under heaptrack: what is alive now is reported as leaked (what each connection keeps)
@@ -106,7 +110,7 @@ def server_main(name: str, clients: int, total: int, chunk: int, tls: str, exit_
             proc.kill()
         server.stop(grace=None)
     return {"in_use": (after[0] - before[0]) / clients, "rss": (after[1] - before[1]) / clients,
-            "rss_trimmed": (trimmed - before[1]) / clients}
+            "rss_trimmed": (trimmed - before[1]) / clients, "cpu": cpu}
 
 
 def client_main(port: int, clients: int, total: int, chunk: int, tls: str) -> None:
@@ -146,7 +150,7 @@ def main() -> None:
     parser.add_argument("--bytes", type=int, default=4_000_000, help="each client's payload")
     parser.add_argument("--chunk", type=int, default=256 << 10, help="message size")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--options", default="fedra")
+    parser.add_argument("--options", default="fedra, small cap")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--tls", action="store_true", help="mutual TLS (certificates from fedra.pki)")
     parser.add_argument("--federation", default="", help=argparse.SUPPRESS)  # the CA directory, with --tls
@@ -176,7 +180,8 @@ def main() -> None:
 def run(args: argparse.Namespace, federation: str) -> None:
     print(f"# {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"{'mutual TLS, ' if federation else ''}{args.clients} connections, each pushes {args.bytes:,} bytes in messages of {args.chunk >> 10} KiB; "
-          f"growth per connection once the calls are over (KiB), median of {args.repeats} (runs in brackets)")
+          f"growth per connection once the calls are over (KiB), and the server's CPU time while it received "
+          f"them (s), median of {args.repeats} (runs in brackets)")
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in option_sets()}
     for _ in range(args.repeats):
         for name in runs:
@@ -190,6 +195,8 @@ def run(args: argparse.Namespace, federation: str) -> None:
         for key, label in (("in_use", "malloc in use"), ("rss", "RSS"), ("rss_trimmed", "RSS after malloc_trim")):
             values = [r[key] for r in results]
             cells.append(f"{label} {statistics.median(values):.0f} ({', '.join(f'{v:.0f}' for v in values)})")
+        cpu = [r["cpu"] for r in results]
+        cells.append(f"server CPU {statistics.median(cpu):.3f} s ({', '.join(f'{v:.3f}' for v in cpu)})")
         print(f"{name + ':':29} " + "; ".join(cells))
 
 

@@ -54,13 +54,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from fedra.linux import Monitor, MonitorRules, fix_mmap_threshold, limit_arenas
     from fedra.runtime import DriverConfig, RoundDriver
     from fedra.strategy import FractionSampler, Strategy
-    from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport
+    from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport, read_buffer_cap_for
 
     limit_arenas(1)  # one arena and the mmap threshold, as `fedra server` sets them (not its trim threshold)
     fix_mmap_threshold(MMAP_THRESHOLD)
     model = args.params * 4
     blocks = args.blocks
-    transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=args.clients + 16)
+    transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=args.clients + 16,
+                              read_buffer=read_buffer_cap_for(model))
     procs = [subprocess.Popen([sys.executable, str(HERE), "_client", "--port", str(transport.port),
                                "--name", f"c{i:04d}"]) for i in range(args.clients)]
     times: dict[str, list[float]] = {"off": [], "on": []}

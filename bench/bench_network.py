@@ -293,7 +293,12 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
     from fedra.linux import fix_mmap_threshold, limit_arenas, set_trim_threshold
     from fedra.runtime import DriverConfig, RoundDriver
     from fedra.strategy import FractionSampler, Strategy
-    from fedra.transport.grpc import MMAP_THRESHOLD, GrpcTransport, trim_threshold_for
+    from fedra.transport.grpc import (
+        MMAP_THRESHOLD,
+        GrpcTransport,
+        read_buffer_cap_for,
+        trim_threshold_for,
+    )
 
     # the heap as `fedra server` sets it (see fedra/linux/_malloc.py); 0: glibc's default
     if arenas := int(os.environ.get("BENCH_ARENAS", 1)):
@@ -303,8 +308,10 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
     if trim := int(os.environ.get("BENCH_TRIM_THRESHOLD", trim_threshold_for(params * 4))):  # 0: glibc's 128 KiB
         set_trim_threshold(trim)
     before = rss_kib()
+    # gRPC's read buffer as `fedra server` caps it for this model; BENCH_READ_BUFFER=N: capped at N bytes
+    read_buffer = int(os.environ.get("BENCH_READ_BUFFER", 0)) or read_buffer_cap_for(params * 4)
     transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=clients + 16,
-                              max_replies=max_replies, max_sending=max_sending)
+                              max_replies=max_replies, max_sending=max_sending, read_buffer=read_buffer)
     # --server-env is the server's alone: the clients run as they would on their own hosts
     client_env = {k: v for k, v in os.environ.items()
                   if k not in os.environ.get("BENCH_SERVER_ONLY_ENV", "").split(",")}

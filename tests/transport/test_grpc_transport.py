@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("grpc")
 
-from fedra.errors import DecodeError, PayloadTooLarge, TransportError
+from fedra.errors import ConfigError, DecodeError, PayloadTooLarge, TransportError
 from fedra.job import parse_job
 from fedra.runtime import RoundDriver
 from fedra.simulation import simulate
@@ -30,6 +30,7 @@ from fedra.transport.grpc import (
     chunks,
     decode_chunk,
     encode_chunk,
+    read_buffer_cap_for,
 )
 from fedra.transport.grpc import fedra_pb2 as pb
 from fedra.transport.grpc._chunks import (
@@ -39,6 +40,7 @@ from fedra.transport.grpc._chunks import (
     chunk_size_for,
     crc32,
 )
+from fedra.transport.grpc._server import LARGE_READ_BUFFER, SMALL_READ_BUFFER
 
 TASKS = Path(__file__).resolve().parents[1] / "simulation"
 
@@ -69,6 +71,23 @@ def test_chunk_size_follows_the_payload_within_bounds(nbytes: int) -> None:
     if MIN_CHUNK_SIZE < size < CHUNK_SIZE:
         assert 8 <= nbytes / size < 16
     assert size == CHUNK_SIZE or 8 * size * 2 > nbytes  # never smaller than needed
+
+
+@given(nbytes=st.integers(0, 1 << 40))
+def test_read_buffer_cap_is_small_unless_payloads_take_the_largest_chunks(nbytes: int) -> None:
+    """Under gRPC's 12 KiB threshold (8 KiB read slices, not 64 KiB) for models of a few MiB, where what
+    each connection keeps counts; 64 KiB reads for payloads sent in the largest chunks."""
+    assert SMALL_READ_BUFFER < 12 << 10 <= LARGE_READ_BUFFER
+    expected = LARGE_READ_BUFFER if chunk_size_for(nbytes) == CHUNK_SIZE else SMALL_READ_BUFFER
+    assert read_buffer_cap_for(nbytes) == expected
+    assert read_buffer_cap_for((16 << 20) - 1) == SMALL_READ_BUFFER
+    assert read_buffer_cap_for(16 << 20) == LARGE_READ_BUFFER
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+def test_a_read_buffer_cap_that_is_not_positive_is_refused(bad: int) -> None:
+    with pytest.raises(ConfigError, match=rf"read_buffer: expected a positive number of bytes, got {bad}"):
+        GrpcTransport("127.0.0.1:0", read_buffer=bad)
 
 
 @pytest.mark.parametrize("size", [0, 300 << 10, 4_000_123, 40_000_123])

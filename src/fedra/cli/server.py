@@ -75,6 +75,7 @@ def server(
             MMAP_THRESHOLD,
             GrpcTransport,
             check_address,
+            read_buffer_cap_for,
             trim_threshold_for,
         )
 
@@ -114,7 +115,8 @@ def server(
                                 partitions=lambda _cid: data.test)
         root_trainer = _root_trainer(job, data, root_data)  # before listening too: no root data, no start
         initial = evaluator_app.init_arrays(job.job.seed)
-        set_trim_threshold(trim_threshold_for(sum(a.nbytes for a in initial.values())))
+        model_bytes = sum(a.nbytes for a in initial.values())
+        set_trim_threshold(trim_threshold_for(model_bytes))
         test_data = evaluator_app.data("__test__", data.test)
         config = job.client.as_config()
 
@@ -137,9 +139,9 @@ def server(
             from fedra.transport.grpc import server_credentials
 
             transport = GrpcTransport(bind, credentials=server_credentials(certs, cert_name),
-                                      authority=Authority(certs))
+                                      authority=Authority(certs), read_buffer=read_buffer_cap_for(model_bytes))
         else:
-            transport = GrpcTransport(bind)
+            transport = GrpcTransport(bind, read_buffer=read_buffer_cap_for(model_bytes))
         traffic = None
         from fedra.deploy import Notifier, NotifyObserver, heartbeat_window
 

@@ -19,7 +19,7 @@ from fedra.transport.grpc._chunks import (
     trim_threshold_for,
 )
 from fedra.transport.grpc._client import GrpcConnector, PulledTask
-from fedra.transport.grpc._server import CHANNEL_OPTIONS, GrpcTransport
+from fedra.transport.grpc._server import CHANNEL_OPTIONS, GrpcTransport, read_buffer_cap_for
 from fedra.transport.grpc._tls import client_credentials, server_credentials
 
 __all__ = [
@@ -36,6 +36,7 @@ __all__ = [
     "client_credentials",
     "decode_chunk",
     "encode_chunk",
+    "read_buffer_cap_for",
     "server_credentials",
     "trim_threshold_for",
 ]

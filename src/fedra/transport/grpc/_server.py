@@ -38,6 +38,7 @@ from fedra.transport.grpc._chunks import (
     CHUNK_SIZE,
     Assembler,
     chunk_checksums,
+    chunk_size_for,
     chunks,
     decode_chunk,
 )
@@ -70,23 +71,38 @@ CHANNEL_OPTIONS: Final[list[tuple[str, Any]]] = [
 #: granted a whole chunk's window when fedra asks for the chunk, whatever this is. For 100 clients x
 #: 4 MiB with 256 KiB chunks, 16 KiB instead of 256 KiB took the server's peak from 32 x the model's size
 #: above job start to 24-26 x, with no measurable change in round time (bench/bench_network.py).
-#:
-#: gRPC's TCP endpoint also keeps what it allocated for reads past the read that needed it, for the
-#: connection's next read; after a client's reply of 256 KiB messages that was 230-500 KiB per
-#: connection, held for as long as the connection lives: 100 clients kept 21-33 MiB (5-8 x a 1M-float
-#: model) from their first reply to the end of the job. The endpoint sizes a connection's next read from
-#: its recent reads, up to this cap, and allocates it in 64 KiB slices when that size is 12 KiB or more,
-#: in 8 KiB slices below; an idle connection holds that allocation until its next read. So the cap sits
-#: just under 12 KiB: ~5 KiB stays per connection (bench/bench_grpc_connection.py), against ~60 KiB (one
-#: 64 KiB slice) with a cap of 16 KiB, and reads of up to 16 KiB (two 8 KiB slices) cost no measurable
-#: round time against reads of 64 KiB (BENCHMARKS.md, "Networked rounds"). gRPC would also shrink the
-#: slices under a resource quota's memory pressure, which grpcio's Python API cannot set.
+#: GrpcTransport adds gRPC's read-buffer cap to these (see :func:`read_buffer_cap_for`).
 SERVER_OPTIONS: Final[list[tuple[str, Any]]] = [
     ("grpc.http2.bdp_probe", 0),
     ("grpc.http2.lookahead_bytes", 16 << 10),
     ("grpc.experimental.tcp_max_read_chunk_size", 256 << 10),
-    ("grpc.experimental.tcp_max_read_buffer_size", (12 << 10) - 1),  # just under 12 KiB: see above
 ]
+
+#: gRPC's TCP endpoint keeps what it allocated for reads past the read that needed it, for the
+#: connection's next read; without a cap on its read buffer, after a client's reply of 256 KiB messages
+#: that was 230-500 KiB per connection, held for as long as the connection lives (100 clients kept
+#: 21-33 MiB, 5-8 x a 1M-float model, from their first reply to the end of the job). The endpoint sizes
+#: a connection's next read from its recent reads, up to the cap, and allocates it as 64 KiB slices when
+#: that size is 12 KiB or more, as 8 KiB slices below; an idle connection holds the allocation until its
+#: next read (gRPC would shrink it under a resource quota's memory pressure, which grpcio's Python API
+#: cannot set). Just under 12 KiB, ~5 KiB stays per connection; at 16 KiB, one 64 KiB slice (~60 KiB).
+#: The smaller reads cost the server about 0.1 s more CPU per 400 MB received (bench/bench_grpc_connection.py):
+#: see :func:`read_buffer_cap_for` for which one a server takes.
+SMALL_READ_BUFFER: Final = (12 << 10) - 1
+LARGE_READ_BUFFER: Final = 16 << 10
+
+
+def read_buffer_cap_for(nbytes: int) -> int:
+    """The server's cap on gRPC's read buffer for payloads of ``nbytes`` (see :data:`SMALL_READ_BUFFER`).
+
+    What a connection keeps counts against a model of a few MiB (100 clients at 60 KiB each were 1.5 x a
+    1M-float model), not against one of tens of MiB (0.15 x a 10M-float one), where the smaller reads'
+    CPU shows in round time instead (about 5 % at 10 clients x 10M floats). So payloads sent in the
+    largest chunks (16 MiB and more: ``chunk_size_for``) keep reads of 64 KiB,
+    and smaller ones take the small cap (BENCHMARKS.md, "Networked rounds").
+    """
+    return LARGE_READ_BUFFER if chunk_size_for(nbytes) >= CHUNK_SIZE else SMALL_READ_BUFFER
+
 
 #: The service and its methods' paths, as declared in fedra.proto (a test checks them against the
 #: generated stub). Payload chunks bypass protobuf's Python objects: see :mod:`._chunks`.
@@ -341,6 +357,10 @@ class GrpcTransport(Transport):
     max_replies
         Reply buffers alive at the same time (received, or waiting to be folded); each costs one
         model's size. The round's next reply in task order is admitted beyond the limit.
+    read_buffer
+        The cap on gRPC's read buffer per connection, in bytes: :func:`read_buffer_cap_for` the
+        model's encoded size where it is known (``fedra server`` passes it), else the small one, which
+        keeps ~5 KiB per idle connection.
 
     Raises
     ------
@@ -354,7 +374,7 @@ class GrpcTransport(Transport):
     def __init__(self, bind: str = "127.0.0.1:0", *, credentials: grpc.ServerCredentials | None = None,
                  authority: Authority | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
                  client_ttl: float = 30.0, max_workers: int = 64, verdict_timeout: float = 600.0,
-                 max_sending: int = 8, max_replies: int = 8) -> None:
+                 max_sending: int = 8, max_replies: int = 8, read_buffer: int = SMALL_READ_BUFFER) -> None:
         check_address(bind, what="bind", listen=True)
         if authority is not None and credentials is None:
             raise ConfigError("authority: expected TLS credentials with it (server_credentials(...)), got "
@@ -367,6 +387,9 @@ class GrpcTransport(Transport):
         if max_sending < 1 or max_replies < 1:
             raise ConfigError(f"max_sending, max_replies: expected at least 1 each, got {max_sending} and "
                               f"{max_replies}")
+        if read_buffer < 1:
+            raise ConfigError(f"read_buffer: expected a positive number of bytes, got {read_buffer}; "
+                              f"use read_buffer_cap_for(model bytes)")
         #: replies that came after their round closed (or for no task in progress): discarded
         self.stragglers = 0
         #: set by :meth:`finish`: clients polling from then on are told the job is over
@@ -381,7 +404,8 @@ class GrpcTransport(Transport):
         self._admission = _Admission(max_replies)
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                               thread_name_prefix="fedra-grpc"),
-                                   options=[*CHANNEL_OPTIONS, *SERVER_OPTIONS])
+                                   options=[*CHANNEL_OPTIONS, *SERVER_OPTIONS,
+                                            ("grpc.experimental.tcp_max_read_buffer_size", read_buffer)])
         servicer = _Servicer(self)
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
             # payload chunks travel as raw bytes, encoded and decoded by ._chunks (no serializer here)
