@@ -97,9 +97,9 @@ def read_buffer_cap_for(nbytes: int) -> int:
 
     What a connection keeps counts against a model of a few MiB (100 clients at 60 KiB each were 1.5 x a
     1M-float model), not against one of tens of MiB (0.15 x a 10M-float one), where the smaller reads'
-    CPU shows in round time instead (about 5 % at 10 clients x 10M floats). So payloads sent in the
-    largest chunks (16 MiB and more: ``chunk_size_for``) keep reads of 64 KiB,
-    and smaller ones take the small cap (BENCHMARKS.md, "Networked rounds").
+    CPU shows in round time instead (2-8 % at 10 clients x 10M floats). So payloads sent in the largest
+    chunks (16 MiB and more, see ``chunk_size_for``) keep reads of 64 KiB, and smaller ones take the
+    small cap (BENCHMARKS.md, "Networked rounds").
     """
     return LARGE_READ_BUFFER if chunk_size_for(nbytes) >= CHUNK_SIZE else SMALL_READ_BUFFER
 
