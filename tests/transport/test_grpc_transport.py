@@ -76,10 +76,12 @@ def test_chunk_size_follows_the_payload_within_bounds(nbytes: int) -> None:
 @given(nbytes=st.integers(0, 1 << 40))
 def test_read_buffer_cap_is_small_unless_payloads_take_the_largest_chunks(nbytes: int) -> None:
     """Under gRPC's 12 KiB threshold (8 KiB read slices, not 64 KiB) for models of a few MiB, where what
-    each connection keeps counts; 64 KiB reads for payloads sent in the largest chunks."""
+    each connection keeps counts; 64 KiB reads for payloads of 16 MiB and more (sent in the largest
+    chunks), as the rule is documented, whatever chunk_size_for's arithmetic."""
     assert SMALL_READ_BUFFER < 12 << 10 <= LARGE_READ_BUFFER
-    expected = LARGE_READ_BUFFER if chunk_size_for(nbytes) == CHUNK_SIZE else SMALL_READ_BUFFER
+    expected = LARGE_READ_BUFFER if nbytes >= 16 << 20 else SMALL_READ_BUFFER
     assert read_buffer_cap_for(nbytes) == expected
+    assert (chunk_size_for(nbytes) == CHUNK_SIZE) == (nbytes >= 16 << 20)
     assert read_buffer_cap_for((16 << 20) - 1) == SMALL_READ_BUFFER
     assert read_buffer_cap_for(16 << 20) == LARGE_READ_BUFFER
 

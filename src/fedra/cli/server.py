@@ -134,14 +134,15 @@ def server(
         from fedra.runtime import SqlStateStore
 
         store = SqlStateStore(state or f"sqlite:///{run_dir / 'state.db'}", job=job.job.name)
+        read_buffer = read_buffer_cap_for(model_bytes)
         if certs is not None:
             from fedra.pki import Authority
             from fedra.transport.grpc import server_credentials
 
             transport = GrpcTransport(bind, credentials=server_credentials(certs, cert_name),
-                                      authority=Authority(certs), read_buffer=read_buffer_cap_for(model_bytes))
+                                      authority=Authority(certs), read_buffer=read_buffer)
         else:
-            transport = GrpcTransport(bind, read_buffer=read_buffer_cap_for(model_bytes))
+            transport = GrpcTransport(bind, read_buffer=read_buffer)
         traffic = None
         from fedra.deploy import Notifier, NotifyObserver, heartbeat_window
 
