@@ -11,8 +11,9 @@ connecting is not counted; then every client streams ``--bytes`` in ``--chunk`` 
 before the pushes, per connection: malloc's bytes in use (gRPC's C core and Python together), its RSS,
 and its RSS after ``malloc_trim`` (without malloc's free space); and the CPU time the server's threads
 spent while the pushes came in (what the read-buffer cap costs in smaller reads). Each option set runs
-``--repeats`` times, alternating, in fresh server processes. ``--tls``: mutual TLS with certificates from fedra's own CA
-(``fedra.pki``, made in a temporary directory), as ``fedra server`` and ``fedra client`` run by default.
+``--repeats`` times, alternating, in fresh server processes. ``--tls``: mutual TLS with certificates from
+fedra's own CA (``fedra.pki``, made in a temporary directory), as ``fedra server`` and ``fedra client`` run
+by default.
 
 - fedra, small cap: ``CHANNEL_OPTIONS`` + ``SERVER_OPTIONS`` + the read-buffer cap just under 12 KiB, as
   ``GrpcTransport`` sets them for payloads under 16 MiB (``read_buffer_cap_for``)

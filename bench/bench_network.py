@@ -14,8 +14,10 @@ Goals (issue 3): round time within 2x of the baseline; server peak RSS under (2 
 
 The server sets glibc's heap as `fedra server` does (one arena, fixed mmap and trim thresholds:
 fedra/linux/_malloc.py); BENCH_ARENAS=0, BENCH_MMAP_THRESHOLD=0 and BENCH_TRIM_THRESHOLD=0 run it with
-glibc's defaults instead. ``--memory-detail`` traces Python's allocations and what stays after the job;
-``--sample-memory`` samples the server's buffers and malloc's heap every 3 ms (what each round's peak is made of).
+glibc's defaults instead. gRPC's read buffer is capped as `fedra server` caps it for the model
+(``read_buffer_cap_for``); BENCH_READ_BUFFER=N caps it at N bytes instead. ``--memory-detail`` traces
+Python's allocations and what stays after the job; ``--sample-memory`` samples the server's buffers and
+malloc's heap every 3 ms (what each round's peak is made of).
 """
 
 from __future__ import annotations
