@@ -9,7 +9,8 @@ the model to every client in checked chunks, reassemble and validate every reply
 baseline, measured in the same run, pushes clients x model bytes through one TCP loopback connection once
 each way. Also in the same run, "grpcio alone": the same clients, processes, chunks and bytes through
 grpcio with nothing else (no checks, no copies of fedra's, no aggregation), what grpcio's Python API
-costs by itself. The server process also reports its peak RSS above its RSS before the job, in model sizes.
+costs by itself; and "sockets alone": the same again over plain TCP, what this machine does with these
+processes and bytes when gRPC is not in the way. The server process also reports its peak RSS above its RSS before the job, in model sizes.
 Goals (issue 3): round time within 2x of the baseline; server peak RSS under (2 + clients in flight) x model.
 
 The server sets glibc's heap as `fedra server` does (one arena, fixed mmap and trim thresholds:
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import resource
@@ -148,6 +150,78 @@ def floor_client_main(port: int, rounds: int) -> None:
     for r in range(1, rounds + 1):
         push(iter(list(pull(str(r).encode(), timeout=600))), timeout=600)
     channel.close()
+
+
+def sockets_server_main(clients: int, model: int, rounds: int) -> dict[str, Any]:
+    """Sockets alone: grpcio alone's rounds with plain TCP in place of gRPC.
+
+    The same client processes, one connection each, and the same bytes: each round, every client is sent
+    ``model`` bytes and sends them back, read straight into a buffer on both ends (no chunks, no framing,
+    nothing else; a server thread per connection, as gRPC's pool gives each call one). What this machine
+    does with these processes and bytes when nothing of gRPC's is in the way.
+    """
+    data = memoryview(os.urandom(model))
+    cv = threading.Condition()
+    state = {"round": 0, "pushed": 0}
+    srv = socket.create_server(("127.0.0.1", 0), backlog=clients)
+    port = srv.getsockname()[1]
+    procs = [subprocess.Popen([sys.executable, str(HERE), "_sockets_client", "--port", str(port), "--rounds",
+                               str(rounds), "--params", str(model // 4)]) for _ in range(clients)]
+
+    def started(r: int) -> bool:
+        return state["round"] >= r
+
+    def serve(conn: socket.socket) -> None:
+        into = memoryview(bytearray(model))
+        for r in range(1, rounds + 1):
+            with cv:
+                cv.wait_for(functools.partial(started, r))
+            conn.sendall(data)
+            _recv_exactly(conn, into)
+            with cv:
+                state["pushed"] += 1
+                cv.notify_all()
+
+    srv.settimeout(60)
+    conns = [srv.accept()[0] for _ in range(clients)]
+    threads = [threading.Thread(target=serve, args=(conn,), daemon=True) for conn in conns]
+    for th in threads:
+        th.start()
+    times = []
+    try:
+        for r in range(1, rounds + 1):
+            t0 = time.perf_counter()
+            with cv:
+                state["round"], state["pushed"] = r, 0
+                cv.notify_all()
+                if not cv.wait_for(lambda: state["pushed"] == clients, timeout=600):
+                    raise SystemExit("sockets: clients did not answer")
+            times.append(time.perf_counter() - t0)
+    finally:  # the clients wait for this before they exit, so that no round pays for their exits
+        for conn in conns:
+            conn.close()
+        for p in procs:
+            p.wait(timeout=60)
+        srv.close()
+    return {"round_s": times}
+
+
+def _recv_exactly(conn: socket.socket, into: memoryview) -> None:
+    got = 0
+    while got < into.nbytes:
+        n = conn.recv_into(into[got:])
+        if not n:
+            raise SystemExit("sockets: the peer closed the connection mid-message")
+        got += n
+
+
+def sockets_client_main(port: int, rounds: int, model: int) -> None:
+    into = memoryview(bytearray(model))
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        for _ in range(rounds):
+            _recv_exactly(conn, into)
+            conn.sendall(into)
+        conn.recv(1)  # the server's close: the job is over
 
 
 def client_main(port: int, name: str) -> None:
@@ -369,7 +443,8 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("what", nargs="?", default="run",
-                        choices=["run", "_client", "_server", "_floor_server", "_floor_client"])
+                        choices=["run", "_client", "_server", "_floor_server", "_floor_client", "_sockets_server",
+                                 "_sockets_client"])
     parser.add_argument("--clients", type=int, default=10)
     parser.add_argument("--params", type=int, default=10_000_000)
     parser.add_argument("--rounds", type=int, default=5)
@@ -399,6 +474,12 @@ def main() -> None:
     if args.what == "_floor_client":
         floor_client_main(args.port, args.rounds)
         return
+    if args.what == "_sockets_server":
+        print(json.dumps(sockets_server_main(args.clients, args.params * 4, args.rounds)))
+        return
+    if args.what == "_sockets_client":
+        sockets_client_main(args.port, args.rounds, args.params * 4)
+        return
     model = args.params * 4
     total = args.clients * model
     print(f"# {' '.join([Path(sys.executable).name, *sys.argv])}", flush=True)
@@ -419,7 +500,12 @@ def main() -> None:
                                capture_output=True, text=True, check=True)
     floor_res = json.loads(floor_out.stdout.strip().splitlines()[-1])
     floor = floor_res["round_s"][1:]
+    sockets_out = subprocess.run([sys.executable, str(HERE), "_sockets_server", "--clients", str(args.clients),
+                                  "--params", str(args.params), "--rounds", str(args.rounds)],
+                                 capture_output=True, text=True, check=True)
+    sockets = json.loads(sockets_out.stdout.strip().splitlines()[-1])["round_s"][1:]
     r_med, b_med, f_med = statistics.median(rounds), statistics.median(base), statistics.median(floor)
+    s_med = statistics.median(sockets)
     extra = (res["peak_kib"] - res["rss_job_start_kib"]) * 1024
     from fedra.transport.grpc._chunks import chunk_size_for
 
@@ -433,6 +519,8 @@ def main() -> None:
           f"({', '.join(f'{t:.3f}' for t in floor)}) = {f_med / b_med:.2f} x baseline; its peak RSS above "
           f"its RSS at job start, nothing bounding what it holds: "
           f"{(floor_res['peak_kib'] - floor_res['rss_job_start_kib']) * 1024 / model:.1f} x model")
+    print(f"sockets alone, the same with plain TCP for gRPC: median {s_med:.3f} s "
+          f"({', '.join(f'{t:.3f}' for t in sockets)}) = {s_med / b_med:.2f} x baseline")
     print(f"ratio round / baseline: {r_med / b_med:.2f}  (goal <= 2); round / grpcio alone: {r_med / f_med:.2f}")
     faults = statistics.median(res["round_faults"][1:] or res["round_faults"])
     print(f"server page faults per round: median {faults:,.0f} ({faults * 4096 / (2 * total):.2f} per 4 KiB "
