@@ -191,6 +191,80 @@ class _Admission:
 
 
 @final
+class _Sender:
+    """One stream's hold on a send slot (see :class:`_SendSlots`)."""
+
+    __slots__ = ("client", "since")
+
+    def __init__(self, client: str) -> None:
+        self.client = client
+        self.since = math.inf  # when gRPC was handed the stream's current chunk; inf: between chunks
+
+
+@final
+class _SendSlots:
+    """At most ``slots`` clients are sent the round's payload at once, and none of the slots is stalled.
+
+    A client holds its slot for its whole download, so that a fast client gets the model in one go and its
+    reply comes back early while the others wait their turn. A client that stops taking the payload (a slow
+    link, or a client that stopped reading) would hold its slot for as long as its call lasts, and ``slots``
+    such clients would keep every other client from its task until the round's deadline. So a slot is held
+    only while its stream keeps up: a stream whose current chunk gRPC has not taken for ``stall`` seconds
+    gives its slot to the next client waiting for one, and finishes its download outside the count, with
+    the chunk or two it holds in gRPC.
+    """
+
+    def __init__(self, slots: int, stall: float) -> None:
+        self.slots = slots
+        self.stall = stall
+        self._cv = threading.Condition()
+        self._holders: set[_Sender] = set()
+        #: slots taken from stalled streams since the transport started
+        self.stalled = 0
+
+    def acquire(self, client: str, *, timeout: float) -> _Sender | None:
+        """A slot for ``client``'s download, or ``None`` if none came free within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cv:
+            while True:
+                now = time.monotonic()
+                if len(self._holders) >= self.slots:
+                    self._reclaim(now)
+                if len(self._holders) < self.slots:
+                    sender = _Sender(client)
+                    self._holders.add(sender)
+                    return sender
+                if now >= deadline:
+                    return None
+                first_stall = min(h.since for h in self._holders) + self.stall
+                self._cv.wait(min(deadline, first_stall) - now)
+
+    def _reclaim(self, now: float) -> None:  # with self._cv held
+        for holder in [h for h in self._holders if now - h.since >= self.stall]:
+            self._holders.discard(holder)
+            self.stalled += 1
+            log.info("client %r took no payload for %.1f s: its send slot goes to the next client, and its "
+                     "download goes on outside the limit", holder.client, now - holder.since)
+
+    @staticmethod
+    def handing(sender: _Sender) -> None:
+        """gRPC is being handed the stream's next chunk."""
+        sender.since = time.monotonic()
+
+    @staticmethod
+    def taken(sender: _Sender) -> None:
+        """gRPC has taken the chunk."""
+        sender.since = math.inf
+
+    def release(self, sender: _Sender) -> None:
+        """The download is over (or failed); a no-op for a stream whose slot was reclaimed."""
+        with self._cv:
+            if sender in self._holders:
+                self._holders.discard(sender)
+                self._cv.notify()
+
+
+@final
 class _Servicer:
     def __init__(self, transport: GrpcTransport) -> None:
         self.t = transport
@@ -248,19 +322,23 @@ class _Servicer:
             head = pb.TaskHeader(task_id=task.task_id, nonce=task.nonce, kind=batch.kind, round=batch.round,
                                  payload_size=payload.nbytes)
             sent = False
-            slot = False
+            slots, sender = self.t._send_slots, None
             try:
-                while not (slot := self.t._send_slots.acquire(timeout=0.25)):
+                while (sender := slots.acquire(name, timeout=0.25)) is None:
                     if not context.is_active() or not self.t._expects(task.task_id):
                         return
                 # one copy per send (gRPC needs bytes): caching the encoded chunks instead would hold
                 # another copy of the model for the whole round; the checksums are computed once per round
-                yield from chunks(payload, task=head,
-                                  checksums=self.t._checksums_of(batch) if task.payload is None else None)
+                for message in chunks(payload, task=head,
+                                      checksums=self.t._checksums_of(batch) if task.payload is None else None):
+                    slots.handing(sender)
+                    yield message  # returns once gRPC has taken the message
+                    slots.taken(sender)
+                    del message  # not alive while the next one is encoded: one chunk per stream, not two
                 sent = True
             finally:
-                if slot:
-                    self.t._send_slots.release()
+                if sender is not None:
+                    slots.release(sender)
                 if not sent:  # the client went away mid-task: a dropout for this round
                     self.t._deliver(Reply(task.task_id, name, error="the task could not be delivered"))
         finally:
@@ -354,6 +432,11 @@ class GrpcTransport(Transport):
         ``PERMISSION_DENIED``. ``None``: every certificate the CA signed is admitted, named by its CN.
     max_sending
         Clients sent the round's payload at the same time; the others wait their turn.
+    send_stall
+        Seconds a client's download may wait for gRPC to take one chunk before its send slot goes to the
+        next client (a slow link, or a client that stopped reading); its download goes on outside the
+        limit. Without it, ``max_sending`` clients that stop reading would keep every other client from
+        its task until the round's deadline.
     max_replies
         Reply buffers alive at the same time (received, or waiting to be folded); each costs one
         model's size. The round's next reply in task order is admitted beyond the limit.
@@ -374,7 +457,8 @@ class GrpcTransport(Transport):
     def __init__(self, bind: str = "127.0.0.1:0", *, credentials: grpc.ServerCredentials | None = None,
                  authority: Authority | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
                  client_ttl: float = 30.0, max_workers: int = 64, verdict_timeout: float = 600.0,
-                 max_sending: int = 8, max_replies: int = 8, read_buffer: int = SMALL_READ_BUFFER) -> None:
+                 max_sending: int = 8, max_replies: int = 8, read_buffer: int = SMALL_READ_BUFFER,
+                 send_stall: float = 1.0) -> None:
         check_address(bind, what="bind", listen=True)
         if authority is not None and credentials is None:
             raise ConfigError("authority: expected TLS credentials with it (server_credentials(...)), got "
@@ -387,6 +471,8 @@ class GrpcTransport(Transport):
         if max_sending < 1 or max_replies < 1:
             raise ConfigError(f"max_sending, max_replies: expected at least 1 each, got {max_sending} and "
                               f"{max_replies}")
+        if not send_stall > 0:
+            raise ConfigError(f"send_stall: expected a positive number of seconds, got {send_stall}")
         if read_buffer < 1:
             raise ConfigError(f"read_buffer: expected a positive number of bytes, got {read_buffer}; "
                               f"use read_buffer_cap_for(model bytes)")
@@ -400,7 +486,7 @@ class GrpcTransport(Transport):
         self._current: dict[str, int] = {}  # task id -> index in the round
         self._unanswered: list[bool] = []
         self._checksums: tuple[TaskBatch, list[int]] | None = None
-        self._send_slots = threading.BoundedSemaphore(max_sending)
+        self._send_slots = _SendSlots(max_sending, send_stall)
         self._admission = _Admission(max_replies)
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                               thread_name_prefix="fedra-grpc"),
@@ -472,6 +558,11 @@ class GrpcTransport(Transport):
                                 len(self._unanswered))
         if head is not None:  # outside self._lock: see _Admission.acquire
             self._admission.advance(head)
+
+    @property
+    def stalled_sends(self) -> int:
+        """Send slots taken from downloads that stalled (see ``send_stall``) since the server started."""
+        return self._send_slots.stalled
 
     @property
     def peak_replies_in_flight(self) -> int:
