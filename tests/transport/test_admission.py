@@ -63,7 +63,7 @@ def test_a_freed_slot_goes_to_the_lowest_waiting_task_and_wakes_no_other(admissi
     assert admission.acquire(0, still_wanted=lambda: True)  # the head of line: the one slot
     for index in (5, 3, 4, 2):
         waiters.start(index)
-    admission.release()
+    admission.release(0)
     assert waiters.done(2)
     assert waiters.results[2] is True
     time.sleep(0.3)  # time for any other waiter that was woken to look again
@@ -99,7 +99,7 @@ def test_the_end_of_a_round_wakes_every_waiting_reply_to_give_up(admission: _Adm
     admission.advance(-1)
     assert all(waiters.done(i) for i in (1, 2, 3))
     assert waiters.results == {1: False, 2: False, 3: False}
-    admission.release()
+    admission.release(0)
     assert admission.acquire(7, still_wanted=lambda: True)  # the slot is free again, nobody waits
 
 
@@ -110,9 +110,9 @@ def test_slots_are_handed_on_one_by_one_in_task_order(admission: _Admission) -> 
     assert admission.acquire(1, still_wanted=lambda: True)
     for index in (9, 7, 8, 6):
         waiters.start(index)
-    order = []
-    for _ in range(4):
-        admission.release()
+    order: list[int] = []
+    for held in (0, 1, 6, 7):  # each release frees the slot of the oldest buffer
+        admission.release(held)
         deadline = time.monotonic() + 10
         while len(waiters.results) == len(order) and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -120,4 +120,28 @@ def test_slots_are_handed_on_one_by_one_in_task_order(admission: _Admission) -> 
         order.append(new)
     assert order == [6, 7, 8, 9]
     assert all(waiters.results.values())
+    waiters.join()
+
+
+def test_when_the_driver_holds_every_live_buffer_the_lowest_waiting_reply_is_admitted(
+        admission: _Admission) -> None:
+    """The driver holds the one slot's reply for an earlier task whose client never answers: only a new
+    reply can move it on, so the lowest waiting one is admitted past the full slot; no other."""
+    waiters = Waiters(admission)
+    admission.advance(0)  # task 0's client died after its download: 0 stays the head of line
+    assert admission.acquire(1, still_wanted=lambda: True, key="r1.1")
+    for index in (3, 2):
+        waiters.start(index)
+    time.sleep(0.2)
+    assert not waiters.done(2, timeout=0)  # reply 1 is still being received: the slot is in use
+    admission.judged("r1.1")  # received and judged; the driver keeps it, waiting for task 0
+    assert waiters.done(2)
+    assert waiters.results[2] is True
+    time.sleep(0.3)
+    assert not waiters.done(3, timeout=0), "admitted while reply 2 was still to be judged"
+    assert admission.peak == 2
+    admission.judged(2)  # its default key is its index
+    assert waiters.done(3)
+    waiters.wanted = False
+    admission.advance(-1)
     waiters.join()

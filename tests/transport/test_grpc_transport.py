@@ -411,3 +411,62 @@ def test_a_client_that_hangs_up_stops_being_available_at_once() -> None:
     finally:
         stayer.close()
         server.close()
+
+
+@pytest.mark.parametrize("hook", [False, True], ids=["folding", "collecting"])
+def test_a_client_that_dies_after_its_download_loses_no_other_reply(hook: bool) -> None:
+    """Task 0's client dies after its download, with more clients than reply slots. The driver waits for
+    task 0 to fold in task order; the replies it held for it used to fill the slots, and every later reply
+    waited in its client until the round closed (3 of 11 were accepted). Every live client's update must
+    count, whether the driver folds as it goes or collects the round's updates for a hook."""
+    from fedra.records import Message, decode_message, encode_message
+    from fedra.runtime import DriverConfig
+    from fedra.strategy import FractionSampler, Strategy
+
+    n = 12
+    server = GrpcTransport("127.0.0.1:0", max_replies=3)
+    stop = threading.Event()
+
+    def client(name: str) -> None:
+        conn = GrpcConnector(f"127.0.0.1:{server.port}", client_id=name)
+        try:
+            while not stop.is_set():
+                pulled = conn.pull(0.2)
+                if pulled is None:
+                    continue
+                index = int(pulled.task.task_id.split(".")[1])
+                if index == 0:
+                    return  # dies with its task
+                w = decode_message(pulled.payload).arrays["w"] + np.float32(index)
+                conn.push(pulled.task, encode_message(Message(arrays={"w": w}, meta={
+                    "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1})))
+        finally:
+            conn.close()
+
+    seen: list[list[str]] = []
+
+    def update_hook(rnd, ids, models, params):  # type: ignore[no-untyped-def]
+        seen.append(list(ids))
+        return models
+
+    threads = [threading.Thread(target=client, args=(f"c{i:02d}",)) for i in range(n)]
+    for th in threads:
+        th.start()
+    try:
+        assert len(server.wait_for_clients(n, timeout=10)) == n
+        driver = RoundDriver(strategy=Strategy(sampler=FractionSampler(min_clients=n)), transport=server,
+                             initial_params={"w": np.zeros(100_000, np.float32)},
+                             config=DriverConfig(rounds=1, round_timeout=4),
+                             update_hook=update_hook if hook else None)
+        rec = driver.run().records[0]
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(10)
+        server.close()
+    assert rec.completed and rec.accepted == n - 1
+    assert server.stragglers == 0
+    # the mean of 1..11 whatever the order they were folded in
+    np.testing.assert_allclose(driver.params["w"], np.float32(6.0), rtol=1e-6)
+    if hook:
+        assert len(seen) == 1 and len(seen[0]) == n - 1  # every live update, for the hook

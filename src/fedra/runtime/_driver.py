@@ -246,15 +246,24 @@ class _Held:
 
 @final
 class _InOrder:
-    """Folds replies into the aggregate in task order; replies that arrive early wait in ``ready``."""
+    """Folds replies into the aggregate in task order; replies that arrive early wait in ``ready``.
 
-    def __init__(self, aggregate: _Fold, num_tasks: int) -> None:
+    At most ``window`` of them wait (``None``: any number; see :attr:`Transport.reorder_window`): past it,
+    the lowest waiting reply is folded at once, ahead of the earlier task it waited for, which is folded
+    when (if) its reply comes. The sum's rounding then depends on the order the replies came in; with the
+    replies in task order, or never more than ``window`` ahead of the first missing one, it does not.
+    """
+
+    def __init__(self, aggregate: _Fold, num_tasks: int, window: int | None = None) -> None:
         self.aggregate = aggregate
+        self.window = window
         self.ready: dict[int, tuple[Arrays, float]] = {}
         self.done = [False] * num_tasks
         self.next = 0
         #: the task index of every update folded, in folding order
         self.folded: list[int] = []
+        #: updates folded ahead of an earlier task that had not answered yet
+        self.ahead = 0
 
     def settle(self, index: int, item: tuple[Arrays, float] | None) -> None:
         """Task ``index`` is finished: with an update to fold, or ``None`` when it failed."""
@@ -267,6 +276,11 @@ class _InOrder:
                 self.aggregate.add(*got)
                 self.folded.append(self.next)
             self.next += 1
+        while self.window is not None and len(self.ready) > self.window:
+            lowest = min(self.ready)
+            self.aggregate.add(*self.ready.pop(lowest))
+            self.folded.append(lowest)
+            self.ahead += 1
 
     def drain(self) -> None:
         """The exchange is over: fold what arrived, in task order, skipping tasks that never answered."""
@@ -614,7 +628,10 @@ class RoundDriver:
                                           else _DPFold(self.privacy, self.params))
         hold = self.quarantine is not None or self.update_hook is not None
         collect = _Collect() if hold else None
-        order = _InOrder(collect if collect is not None else fold, len(tasks))
+        # collecting keeps every update anyway (in task order, for the hook and the scores); folding keeps
+        # no more early replies than the transport can spare (see Transport.reorder_window)
+        order = (_InOrder(collect, len(tasks)) if collect is not None
+                 else _InOrder(fold, len(tasks), self.transport.reorder_window))
         sums: dict[str, float] = {}
         examples = 0
         for reply in self.transport.exchange(TaskBatch(kind, rnd, payload, tasks),

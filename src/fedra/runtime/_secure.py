@@ -510,6 +510,10 @@ class SecureTransport(Transport):
     def late_replies(self) -> int:
         return self.inner.late_replies()
 
+    @property
+    def reorder_window(self) -> int | None:
+        return self.inner.reorder_window
+
     def close(self) -> None:
         self.inner.close()
 

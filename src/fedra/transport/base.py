@@ -96,6 +96,18 @@ class Transport(ABC):
         tell; the driver records how many came during each round. The default counts none."""
         return 0
 
+    @property
+    def reorder_window(self) -> int | None:
+        """How many replies a consumer may keep alive while it waits for an earlier task's reply (to fold
+        in task order) without holding up this transport; ``None``: any number (the default).
+
+        A transport that bounds the replies alive at once (gRPC) admits no more once its slots are full;
+        if the consumer kept every reply that came ahead of a task whose client never answers (it died
+        after its download, or straggles past the deadline), every later reply would wait for a slot until
+        the round closed, and be lost.
+        """
+        return None
+
     def wait_for_clients(self, n: int, *, timeout: float) -> Sequence[str]:
         """Clients available once at least ``n`` are, or when ``timeout`` has passed.
 

@@ -22,7 +22,7 @@ import queue
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, final
@@ -123,7 +123,11 @@ class _Admission:
     """Counts live reply buffers against a limit; waiting replies are admitted lowest task first.
 
     ``head`` is the lowest task index of the round without a reply yet: it is admitted even when every
-    slot is taken, because the replies holding the slots may be waiting (in the driver) for it.
+    slot is taken, because the replies holding the slots may be waiting (in the driver) for it. And when
+    every live buffer has been judged (the driver holds them all, for a task whose client may never
+    answer), the lowest waiting reply is admitted too: only a new reply can move such a driver on, and
+    holding is its choice (it holds at most ``GrpcTransport.reorder_window`` for the task order, and all
+    of them when a robustness option needs every update at once).
 
     Each waiting reply has a condition of its own, and a change wakes only the replies it may admit (the
     head of line; the lowest waiting task, when a slot is free). One condition for all of them woke every
@@ -138,13 +142,19 @@ class _Admission:
         self.slots = slots
         self._lock = threading.RLock()  # an RLock: a release may run inside a holder's own frame
         self._live = 0
+        self._pending: set[Hashable] = set()  # live buffers the driver has not judged yet
         self._waiting: list[tuple[int, threading.Condition]] = []  # (task index, its condition)
         self.head = 0
         #: the most reply buffers alive at once since the transport started
         self.peak = 0
 
-    def acquire(self, index: int, *, still_wanted: Callable[[], bool]) -> bool:
-        """Wait for a slot for the reply to task ``index``; False if it stopped being wanted first."""
+    def acquire(self, index: int, *, still_wanted: Callable[[], bool], key: Hashable = None) -> bool:
+        """Wait for a slot for the reply to task ``index``; False if it stopped being wanted first.
+
+        ``key`` names the buffer in :meth:`judged` and :meth:`release` (the task id: unique across rounds,
+        unlike the index); by default the index.
+        """
+        key = index if key is None else key
         # still_wanted() takes the transport's lock, and the transport calls advance() (this lock) when
         # it delivers: never call it while holding this lock, or the two can deadlock
         me = (index, threading.Condition(self._lock))
@@ -155,6 +165,7 @@ class _Admission:
                 with self._lock:
                     if self._admits(index, self._lowest()):
                         self._live += 1
+                        self._pending.add(key)
                         self.peak = max(self.peak, self._live)
                         return True
                     me[1].wait(self.POLL)
@@ -164,16 +175,26 @@ class _Admission:
                 self._waiting.remove(me)
                 self._wake()
 
-    def release(self) -> None:
+    def release(self, key: Hashable) -> None:
+        """Buffer ``key`` is gone (folded, refused, or its stream failed)."""
         with self._lock:
             self._live -= 1
+            self._pending.discard(key)
             self._wake()
+
+    def judged(self, key: Hashable) -> None:
+        """The driver has judged buffer ``key``: it is held by the driver from now on, or soon gone."""
+        with self._lock:
+            if key in self._pending:
+                self._pending.discard(key)
+                if not self._pending:
+                    self._wake()
 
     def _lowest(self) -> int:  # with self._lock held, while a reply waits
         return min(i for i, _ in self._waiting)
 
     def _admits(self, index: int, lowest: int) -> bool:  # with self._lock held
-        return index == self.head or (self._live < self.slots and index == lowest)
+        return index == self.head or (index == lowest and (self._live < self.slots or not self._pending))
 
     def _wake(self, *, everyone: bool = False) -> None:  # with self._lock held
         if not self._waiting:
@@ -371,17 +392,18 @@ class _Servicer:
             log.warning("reply from %r for task %r rejected: %s", name, head.task_id, big)
             return self._judged(Reply(head.task_id, name, error=f"{type(big).__name__}: {big}"))
         if not self.t._admission.acquire(
-                index, still_wanted=lambda: context.is_active() and self.t._expects(head.task_id)):
+                index, key=head.task_id,
+                still_wanted=lambda: context.is_active() and self.t._expects(head.task_id)):
             self.t.stragglers += 1
             return pb.PushAck(received=False, reason="the round closed before this reply could be received")
         try:
             asm = Assembler(head.payload_size, max_bytes=self.t.max_payload_bytes)
         except BaseException:
-            self.t._admission.release()
+            self.t._admission.release(head.task_id)
             raise
         # the slot is the buffer's: given back when the last view of the buffer is gone, that is once the
         # driver has folded or refused the reply (or the stream failed)
-        weakref.finalize(asm.array, self.t._admission.release)
+        weakref.finalize(asm.array, self.t._admission.release, head.task_id)
         try:
             asm.add(first)
             del first
@@ -556,8 +578,16 @@ class GrpcTransport(Transport):
                 if index == self._admission.head:
                     head = next((i for i in range(index, len(self._unanswered)) if self._unanswered[i]),
                                 len(self._unanswered))
-        if head is not None:  # outside self._lock: see _Admission.acquire
+        # outside self._lock: see _Admission.acquire
+        self._admission.judged(task_id)
+        if head is not None:
             self._admission.advance(head)
+
+    @property
+    def reorder_window(self) -> int:
+        """Replies the driver may hold for an earlier task: under half the reply slots, so that while it
+        waits for a client that never answers, the other half still receives replies in parallel."""
+        return (self._admission.slots - 1) // 2
 
     @property
     def stalled_sends(self) -> int:
