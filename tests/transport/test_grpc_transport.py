@@ -470,3 +470,7 @@ def test_a_client_that_dies_after_its_download_loses_no_other_reply(hook: bool) 
     np.testing.assert_allclose(driver.params["w"], np.float32(6.0), rtol=1e-6)
     if hook:
         assert len(seen) == 1 and len(seen[0]) == n - 1  # every live update, for the hook
+        assert rec.folded_ahead is None  # collected in task order
+    else:  # one early reply held at most (the window of 3 slots): the others folded ahead of task 0
+        assert server.reorder_window == 1
+        assert rec.folded_ahead == n - 2 and rec.to_json()["folded_ahead"] == n - 2

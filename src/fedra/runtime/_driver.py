@@ -652,6 +652,11 @@ class RoundDriver:
                     if isinstance(v, int | float) and not isinstance(v, bool):
                         sums[k] = sums.get(k, 0.0) + float(v) * n
         order.drain()
+        if order.ahead:
+            rec.folded_ahead = order.ahead
+            log.info("round %d: %d updates folded ahead of an earlier task that had not answered yet (the "
+                     "transport holds no more early replies); the sum's rounding follows their arrival",
+                     rnd, order.ahead)
         held = None
         if collect is not None:
             ids = [tasks[i].client_id for i in order.folded]

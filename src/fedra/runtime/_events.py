@@ -45,6 +45,10 @@ class RoundRecord:
     #: replies the transport discarded during this round because their own round had closed
     #: (stragglers from an earlier round, or replies to no task in progress); None when there were none
     late_replies: int | None = None
+    #: updates folded ahead of an earlier task that had not answered yet, because the transport could
+    #: not spare more buffers (``Transport.reorder_window``): the sum's rounding then depends on the order
+    #: the replies came in; None when there were none
+    folded_ahead: int | None = None
     #: with a quarantine policy: its decisions this round (QuarantineEvent.to_dict()), else None
     events: list[dict[str, Any]] | None = None
     #: under secure aggregation: survivors, dropped, the server's protocol seconds (all and unmasking),
@@ -67,7 +71,7 @@ class RoundRecord:
         return out
 
 
-_OPTIONAL = ("epsilon", "delta", "clip_norm", "stop_reason", "late_replies", "events", "secagg")
+_OPTIONAL = ("epsilon", "delta", "clip_norm", "stop_reason", "late_replies", "folded_ahead", "events", "secagg")
 
 
 class Observer(Protocol):
