@@ -16,7 +16,8 @@ Goals (issue 3): round time within 2x of the baseline; server peak RSS under (2 
 The server sets glibc's heap as `fedra server` does (one arena, fixed mmap and trim thresholds:
 fedra/linux/_malloc.py); BENCH_ARENAS=0, BENCH_MMAP_THRESHOLD=0 and BENCH_TRIM_THRESHOLD=0 run it with
 glibc's defaults instead. gRPC's read buffer is capped as `fedra server` caps it for the model
-(``read_buffer_cap_for``); BENCH_READ_BUFFER=N caps it at N bytes instead. ``--memory-detail`` traces
+(``read_buffer_cap_for``); BENCH_READ_BUFFER=N caps it at N bytes instead. BENCH_REORDER_WINDOW=N lets
+the driver hold N early replies instead of GrpcTransport's default. ``--memory-detail`` traces
 Python's allocations and what stays after the job; ``--sample-memory`` samples the server's buffers and
 malloc's heap every 3 ms (what each round's peak is made of).
 """
@@ -387,7 +388,9 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
     # gRPC's read buffer as `fedra server` caps it for this model; BENCH_READ_BUFFER=N: capped at N bytes
     read_buffer = int(os.environ.get("BENCH_READ_BUFFER", 0)) or read_buffer_cap_for(params * 4)
     transport = GrpcTransport("127.0.0.1:0", max_payload_bytes=1 << 34, max_workers=clients + 16,
-                              max_replies=max_replies, max_sending=max_sending, read_buffer=read_buffer)
+                              max_replies=max_replies, max_sending=max_sending, read_buffer=read_buffer,
+                              reorder_window=int(os.environ["BENCH_REORDER_WINDOW"])
+                              if "BENCH_REORDER_WINDOW" in os.environ else None)
     # --server-env is the server's alone: the clients run as they would on their own hosts
     client_env = {k: v for k, v in os.environ.items()
                   if k not in os.environ.get("BENCH_SERVER_ONLY_ENV", "").split(",")}

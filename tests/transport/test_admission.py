@@ -145,3 +145,25 @@ def test_when_the_driver_holds_every_live_buffer_the_lowest_waiting_reply_is_adm
     waiters.wanted = False
     admission.advance(-1)
     waiters.join()
+
+
+@pytest.mark.parametrize(("replies", "window", "expected"), [
+    (8, None, 3), (3, None, 1), (1, None, 0), (8, 0, 0), (8, 7, 7)])
+def test_the_reorder_window_leaves_reply_slots_to_receive_in(replies: int, window: int | None,
+                                                              expected: int) -> None:
+    from fedra.transport.grpc import GrpcTransport
+
+    server = GrpcTransport("127.0.0.1:0", max_replies=replies, reorder_window=window)
+    try:
+        assert server.reorder_window == expected
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("window", [-1, 8, 9])
+def test_a_reorder_window_that_would_hold_every_slot_is_refused(window: int) -> None:
+    from fedra.errors import ConfigError
+    from fedra.transport.grpc import GrpcTransport
+
+    with pytest.raises(ConfigError, match=r"reorder_window: expected 0 to max_replies - 1 = 7, got"):
+        GrpcTransport("127.0.0.1:0", max_replies=8, reorder_window=window)

@@ -474,3 +474,71 @@ def test_a_client_that_dies_after_its_download_loses_no_other_reply(hook: bool) 
     else:  # one early reply held at most (the window of 3 slots): the others folded ahead of task 0
         assert server.reorder_window == 1
         assert rec.folded_ahead == n - 2 and rec.to_json()["folded_ahead"] == n - 2
+
+
+def test_a_client_that_hangs_up_mid_reply_is_a_dropout_at_once() -> None:
+    """Its task is settled as failed when its stream breaks, so the round ends with the other replies
+    instead of waiting for its deadline."""
+    from fedra.records import Message, decode_message, encode_message
+    from fedra.runtime import DriverConfig
+    from fedra.strategy import FractionSampler, Strategy
+    from fedra.transport.grpc._chunks import chunks as chunk_stream
+
+    n = 4
+    server = GrpcTransport("127.0.0.1:0")
+    stop = threading.Event()
+
+    def client(name: str) -> None:
+        conn = GrpcConnector(f"127.0.0.1:{server.port}", client_id=name)
+        try:
+            while not stop.is_set():
+                pulled = conn.pull(0.2)
+                if pulled is None:
+                    continue
+                w = decode_message(pulled.payload).arrays["w"] + np.float32(1)
+                reply = encode_message(Message(arrays={"w": w}, meta={
+                    "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1}))
+                if pulled.task.task_id.endswith(".0"):  # sends its header and first chunk, then hangs up
+                    head = pb.ReplyHeader(task_id=pulled.task.task_id, client_id=name, nonce=pulled.task.nonce,
+                                          payload_size=len(reply))
+                    stream = chunk_stream(reply, reply=head)
+                    sent = threading.Event()
+
+                    def broken(stream, sent):  # type: ignore[no-untyped-def]
+                        yield next(stream)
+                        yield next(stream)
+                        sent.set()
+                        stop.wait(30)  # never ends its stream: the call is cancelled instead
+
+                    call = conn._push.future(broken(stream, sent), timeout=30)
+                    assert sent.wait(10)
+                    time.sleep(0.2)  # the two messages reach the server
+                    call.cancel()  # as a killed process's connection does: the stream is reset, not ended
+                    return
+                conn.push(pulled.task, reply)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(f"c{i}",)) for i in range(n)]
+    for th in threads:
+        th.start()
+    try:
+        assert len(server.wait_for_clients(n, timeout=10)) == n
+        driver = RoundDriver(strategy=Strategy(sampler=FractionSampler(min_clients=n)), transport=server,
+                             initial_params={"w": np.zeros(400_000, np.float32)},
+                             config=DriverConfig(rounds=1, round_timeout=60))
+        t0 = time.monotonic()
+        rec = driver.run().records[0]
+        elapsed = time.monotonic() - t0
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(10)
+        server.close()
+    assert rec.completed and rec.accepted == n - 1
+    # grpcio reports the reset stream either as an error (before the fix, the task then stayed open until
+    # the round's deadline) or as its end (a truncated payload): a dropout settled at once either way
+    assert sum(rec.failures.values()) == 1, rec.failures
+    (reason,) = rec.failures
+    assert "hung up in the middle of its reply" in reason or "payload stream ended early" in reason, reason
+    assert elapsed < 30, "the round waited for the hung-up client's deadline"

@@ -414,6 +414,11 @@ class _Servicer:
         except RecordError as exc:
             log.warning("reply from %r for task %r rejected: %s", name, head.task_id, exc)
             return self._judged(Reply(head.task_id, name, error=f"{type(exc).__name__}: {exc}"))
+        except grpc.RpcError:  # the client hung up mid-reply (killed, link cut): a dropout, settled now
+            del asm
+            log.info("client %r hung up in the middle of its reply to task %r: a dropout", name, head.task_id)
+            self.t._deliver(Reply(head.task_id, name, error="the client hung up in the middle of its reply"))
+            return pb.PushAck(received=False, reason="the reply stream broke off")
         del asm
         return self._judged(Reply(head.task_id, name, payload=payload))
 
@@ -454,6 +459,10 @@ class GrpcTransport(Transport):
         ``PERMISSION_DENIED``. ``None``: every certificate the CA signed is admitted, named by its CN.
     max_sending
         Clients sent the round's payload at the same time; the others wait their turn.
+    reorder_window
+        Replies the driver may hold for an earlier task's (to fold in task order) before it folds them
+        ahead of it; from 0 to ``max_replies - 1``, by default under half of ``max_replies`` (see
+        :attr:`reorder_window`).
     send_stall
         Seconds a client's download may wait for gRPC to take one chunk before its send slot goes to the
         next client (a slow link, or a client that stopped reading); its download goes on outside the
@@ -480,7 +489,7 @@ class GrpcTransport(Transport):
                  authority: Authority | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
                  client_ttl: float = 30.0, max_workers: int = 64, verdict_timeout: float = 600.0,
                  max_sending: int = 8, max_replies: int = 8, read_buffer: int = SMALL_READ_BUFFER,
-                 send_stall: float = 1.0) -> None:
+                 send_stall: float = 1.0, reorder_window: int | None = None) -> None:
         check_address(bind, what="bind", listen=True)
         if authority is not None and credentials is None:
             raise ConfigError("authority: expected TLS credentials with it (server_credentials(...)), got "
@@ -493,6 +502,13 @@ class GrpcTransport(Transport):
         if max_sending < 1 or max_replies < 1:
             raise ConfigError(f"max_sending, max_replies: expected at least 1 each, got {max_sending} and "
                               f"{max_replies}")
+        if reorder_window is None:
+            reorder_window = (max_replies - 1) // 2
+        if not 0 <= reorder_window < max_replies:
+            raise ConfigError(f"reorder_window: expected 0 to max_replies - 1 = {max_replies - 1}, got "
+                              f"{reorder_window}; the driver would hold every reply slot while it waits for "
+                              f"a client that may never answer")
+        self._reorder_window = reorder_window
         if not send_stall > 0:
             raise ConfigError(f"send_stall: expected a positive number of seconds, got {send_stall}")
         if read_buffer < 1:
@@ -585,9 +601,9 @@ class GrpcTransport(Transport):
 
     @property
     def reorder_window(self) -> int:
-        """Replies the driver may hold for an earlier task: under half the reply slots, so that while it
-        waits for a client that never answers, the other half still receives replies in parallel."""
-        return (self._admission.slots - 1) // 2
+        """Replies the driver may hold for an earlier task: by default under half the reply slots, so
+        that while it waits for a client that never answers, the other half still receives replies."""
+        return self._reorder_window
 
     @property
     def stalled_sends(self) -> int:
