@@ -79,6 +79,21 @@ def socket_baseline(total: int, chunk: int = 4 << 20) -> float:
     return elapsed
 
 
+def timed_rounds(cv: threading.Condition, state: dict[str, int], clients: int, rounds: int, *,
+                 what: str) -> list[float]:
+    """Start each round (``state["round"]``) and time it until every client has pushed its bytes back."""
+    times = []
+    for r in range(1, rounds + 1):
+        t0 = time.perf_counter()
+        with cv:
+            state["round"], state["pushed"] = r, 0
+            cv.notify_all()
+            if not cv.wait_for(lambda: state["pushed"] == clients, timeout=600):
+                raise SystemExit(f"{what}: clients did not answer")
+        times.append(time.perf_counter() - t0)
+    return times
+
+
 def floor_server_main(clients: int, model: int, rounds: int) -> dict[str, Any]:
     """grpcio alone: each round, every client pulls ``model`` bytes and pushes them back; nothing else.
 
@@ -121,18 +136,10 @@ def floor_server_main(clients: int, model: int, rounds: int) -> dict[str, Any]:
     server.start()
     procs = [subprocess.Popen([sys.executable, str(HERE), "_floor_client", "--port", str(port), "--rounds",
                                str(rounds)]) for _ in range(clients)]
-    times = []
     try:
         time.sleep(2.0)  # the clients' imports and connections, as fedra's first round has them
         base = rss_kib()
-        for r in range(1, rounds + 1):
-            t0 = time.perf_counter()
-            with cv:
-                state["round"], state["pushed"] = r, 0
-                cv.notify_all()
-                if not cv.wait_for(lambda: state["pushed"] == clients, timeout=600):
-                    raise SystemExit("floor: clients did not answer")
-            times.append(time.perf_counter() - t0)
+        times = timed_rounds(cv, state, clients, rounds, what="floor")
     finally:
         for p in procs:
             p.wait(timeout=60)
@@ -188,16 +195,8 @@ def sockets_server_main(clients: int, model: int, rounds: int) -> dict[str, Any]
     threads = [threading.Thread(target=serve, args=(conn,), daemon=True) for conn in conns]
     for th in threads:
         th.start()
-    times = []
     try:
-        for r in range(1, rounds + 1):
-            t0 = time.perf_counter()
-            with cv:
-                state["round"], state["pushed"] = r, 0
-                cv.notify_all()
-                if not cv.wait_for(lambda: state["pushed"] == clients, timeout=600):
-                    raise SystemExit("sockets: clients did not answer")
-            times.append(time.perf_counter() - t0)
+        times = timed_rounds(cv, state, clients, rounds, what="sockets")
     finally:  # the clients wait for this before they exit, so that no round pays for their exits
         for conn in conns:
             conn.close()

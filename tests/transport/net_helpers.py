@@ -124,3 +124,18 @@ def run_in_threads(spec: Any, wrap: Callable[[str, Any, threading.Event], Any] |
         for th in threads:
             th.join(timeout=5)
         server.close()
+
+
+def serve_tasks(port: int, name: str, stop: threading.Event, handle: Callable[[Any, Any], bool]) -> None:
+    """A client thread's loop over a real GrpcConnector: pull tasks until ``stop`` is set and hand each
+    to ``handle(conn, pulled)``, which returns False when this client is done (it answered, or died)."""
+    from fedra.transport.grpc import GrpcConnector
+
+    conn = GrpcConnector(f"127.0.0.1:{port}", client_id=name)
+    try:
+        while not stop.is_set():
+            pulled = conn.pull(0.2)
+            if pulled is not None and not handle(conn, pulled):
+                return
+    finally:
+        conn.close()

@@ -8,7 +8,9 @@ import sys
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +29,7 @@ from fedra.transport.grpc import (
     Frame,
     GrpcConnector,
     GrpcTransport,
+    PulledTask,
     chunks,
     decode_chunk,
     encode_chunk,
@@ -45,7 +48,7 @@ from fedra.transport.grpc._server import LARGE_READ_BUFFER, SMALL_READ_BUFFER
 TASKS = Path(__file__).resolve().parents[1] / "simulation"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from net_helpers import run_in_threads  # noqa: E402
+from net_helpers import run_in_threads, serve_tasks  # noqa: E402
 
 
 @pytest.mark.parametrize("size", [0, 1, 5, 2 << 20, (2 << 20) + 7, 5 << 20])
@@ -413,6 +416,33 @@ def test_a_client_that_hangs_up_stops_being_available_at_once() -> None:
         server.close()
 
 
+def one_round(server: GrpcTransport, n: int, answer: Callable[[GrpcConnector, PulledTask], bool],
+              stop: threading.Event, *, size: int, round_timeout: float,
+              update_hook: Any = None) -> tuple[RoundDriver, Any, float]:
+    """One round of a mean over ``n`` client threads c00, c01... that ``answer`` their tasks; the driver,
+    the round's record and its seconds. Stops the clients and closes ``server``."""
+    from fedra.runtime import DriverConfig
+    from fedra.strategy import FractionSampler, Strategy
+
+    threads = [threading.Thread(target=serve_tasks, args=(server.port, f"c{i:02d}", stop, answer))
+               for i in range(n)]
+    for th in threads:
+        th.start()
+    try:
+        assert len(server.wait_for_clients(n, timeout=10)) == n
+        driver = RoundDriver(strategy=Strategy(sampler=FractionSampler(min_clients=n)), transport=server,
+                             initial_params={"w": np.zeros(size, np.float32)},
+                             config=DriverConfig(rounds=1, round_timeout=round_timeout), update_hook=update_hook)
+        t0 = time.monotonic()
+        rec = driver.run().records[0]
+        return driver, rec, time.monotonic() - t0
+    finally:
+        stop.set()
+        for th in threads:
+            th.join(10)
+        server.close()
+
+
 @pytest.mark.parametrize("hook", [False, True], ids=["folding", "collecting"])
 def test_a_client_that_dies_after_its_download_loses_no_other_reply(hook: bool) -> None:
     """Task 0's client dies after its download, with more clients than reply slots. The driver waits for
@@ -420,28 +450,19 @@ def test_a_client_that_dies_after_its_download_loses_no_other_reply(hook: bool) 
     waited in its client until the round closed (3 of 11 were accepted). Every live client's update must
     count, whether the driver folds as it goes or collects the round's updates for a hook."""
     from fedra.records import Message, decode_message, encode_message
-    from fedra.runtime import DriverConfig
-    from fedra.strategy import FractionSampler, Strategy
 
     n = 12
     server = GrpcTransport("127.0.0.1:0", max_replies=3)
     stop = threading.Event()
 
-    def client(name: str) -> None:
-        conn = GrpcConnector(f"127.0.0.1:{server.port}", client_id=name)
-        try:
-            while not stop.is_set():
-                pulled = conn.pull(0.2)
-                if pulled is None:
-                    continue
-                index = int(pulled.task.task_id.split(".")[1])
-                if index == 0:
-                    return  # dies with its task
-                w = decode_message(pulled.payload).arrays["w"] + np.float32(index)
-                conn.push(pulled.task, encode_message(Message(arrays={"w": w}, meta={
-                    "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1})))
-        finally:
-            conn.close()
+    def answer(conn: GrpcConnector, pulled: PulledTask) -> bool:
+        index = int(pulled.task.task_id.split(".")[1])
+        if index == 0:
+            return False  # dies with its task
+        w = decode_message(pulled.payload).arrays["w"] + np.float32(index)
+        conn.push(pulled.task, encode_message(Message(arrays={"w": w}, meta={
+            "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1})))
+        return True
 
     seen: list[list[str]] = []
 
@@ -449,21 +470,8 @@ def test_a_client_that_dies_after_its_download_loses_no_other_reply(hook: bool) 
         seen.append(list(ids))
         return models
 
-    threads = [threading.Thread(target=client, args=(f"c{i:02d}",)) for i in range(n)]
-    for th in threads:
-        th.start()
-    try:
-        assert len(server.wait_for_clients(n, timeout=10)) == n
-        driver = RoundDriver(strategy=Strategy(sampler=FractionSampler(min_clients=n)), transport=server,
-                             initial_params={"w": np.zeros(100_000, np.float32)},
-                             config=DriverConfig(rounds=1, round_timeout=4),
-                             update_hook=update_hook if hook else None)
-        rec = driver.run().records[0]
-    finally:
-        stop.set()
-        for th in threads:
-            th.join(10)
-        server.close()
+    driver, rec, _ = one_round(server, n, answer, stop, size=100_000, round_timeout=4,
+                               update_hook=update_hook if hook else None)
     assert rec.completed and rec.accepted == n - 1
     assert server.stragglers == 0
     # the mean of 1..11 whatever the order they were folded in
@@ -480,61 +488,38 @@ def test_a_client_that_hangs_up_mid_reply_is_a_dropout_at_once() -> None:
     """Its task is settled as failed when its stream breaks, so the round ends with the other replies
     instead of waiting for its deadline."""
     from fedra.records import Message, decode_message, encode_message
-    from fedra.runtime import DriverConfig
-    from fedra.strategy import FractionSampler, Strategy
     from fedra.transport.grpc._chunks import chunks as chunk_stream
 
     n = 4
     server = GrpcTransport("127.0.0.1:0")
     stop = threading.Event()
 
-    def client(name: str) -> None:
-        conn = GrpcConnector(f"127.0.0.1:{server.port}", client_id=name)
-        try:
-            while not stop.is_set():
-                pulled = conn.pull(0.2)
-                if pulled is None:
-                    continue
-                w = decode_message(pulled.payload).arrays["w"] + np.float32(1)
-                reply = encode_message(Message(arrays={"w": w}, meta={
-                    "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1}))
-                if pulled.task.task_id.endswith(".0"):  # sends its header and first chunk, then hangs up
-                    head = pb.ReplyHeader(task_id=pulled.task.task_id, client_id=name, nonce=pulled.task.nonce,
-                                          payload_size=len(reply))
-                    stream = chunk_stream(reply, reply=head)
-                    sent = threading.Event()
+    def answer(conn: GrpcConnector, pulled: PulledTask) -> bool:
+        w = decode_message(pulled.payload).arrays["w"] + np.float32(1)
+        reply = encode_message(Message(arrays={"w": w}, meta={
+            "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1}))
+        if not pulled.task.task_id.endswith(".0"):
+            conn.push(pulled.task, reply)
+            return True
+        # sends its header and first chunk, then hangs up
+        head = pb.ReplyHeader(task_id=pulled.task.task_id, client_id=conn.client_id, nonce=pulled.task.nonce,
+                              payload_size=len(reply))
+        stream = chunk_stream(reply, reply=head)
+        sent = threading.Event()
 
-                    def broken(stream, sent):  # type: ignore[no-untyped-def]
-                        yield next(stream)
-                        yield next(stream)
-                        sent.set()
-                        stop.wait(30)  # never ends its stream: the call is cancelled instead
+        def broken():  # type: ignore[no-untyped-def]
+            yield next(stream)
+            yield next(stream)
+            sent.set()
+            stop.wait(30)  # never ends its stream: the call is cancelled instead
 
-                    call = conn._push.future(broken(stream, sent), timeout=30)
-                    assert sent.wait(10)
-                    time.sleep(0.2)  # the two messages reach the server
-                    call.cancel()  # as a killed process's connection does: the stream is reset, not ended
-                    return
-                conn.push(pulled.task, reply)
-        finally:
-            conn.close()
+        call = conn._push.future(broken(), timeout=30)
+        assert sent.wait(10)
+        time.sleep(0.2)  # the two messages reach the server
+        call.cancel()  # as a killed process's connection does: the stream is reset, not ended
+        return False
 
-    threads = [threading.Thread(target=client, args=(f"c{i}",)) for i in range(n)]
-    for th in threads:
-        th.start()
-    try:
-        assert len(server.wait_for_clients(n, timeout=10)) == n
-        driver = RoundDriver(strategy=Strategy(sampler=FractionSampler(min_clients=n)), transport=server,
-                             initial_params={"w": np.zeros(400_000, np.float32)},
-                             config=DriverConfig(rounds=1, round_timeout=60))
-        t0 = time.monotonic()
-        rec = driver.run().records[0]
-        elapsed = time.monotonic() - t0
-    finally:
-        stop.set()
-        for th in threads:
-            th.join(10)
-        server.close()
+    _, rec, elapsed = one_round(server, n, answer, stop, size=400_000, round_timeout=60)
     assert rec.completed and rec.accepted == n - 1
     # grpcio reports the reset stream either as an error (before the fix, the task then stayed open until
     # the round's deadline) or as its end (a truncated payload): a dropout settled at once either way
