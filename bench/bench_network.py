@@ -438,7 +438,7 @@ def server_main(clients: int, params: int, rounds: int, memory_detail: bool = Fa
     assert all(r.accepted == clients for r in result.records)
     return {"round_s": [r.seconds["total"] for r in result.records], "rss_before_kib": before,
             "rss_job_start_kib": base, "peak_kib": peak, "in_flight": transport.peak_replies_in_flight,
-            "stalled_sends": transport.stalled_sends,
+            "stalled_sends": transport.stalled_sends, "stalled_replies": transport.stalled_replies,
             "folded_ahead": sum(r.folded_ahead or 0 for r in result.records),
             "round_peak_kib": by_round.peaks, "round_end_kib": by_round.ends, "round_faults": by_round.faults,
             **detail}
@@ -532,8 +532,8 @@ def main() -> None:
     print(f"server peak RSS above its RSS at job start: {extra / 2**20:.0f} MiB = {extra / model:.1f} x model "
           f"(process peak {res['peak_kib'] / 1024:.0f} MiB, {res['rss_job_start_kib'] / 1024:.0f} MiB at job start)")
     flight = res["in_flight"]
-    print(f"send slots taken from stalled downloads: {res['stalled_sends']}; updates folded ahead of an "
-          f"earlier task: {res['folded_ahead']}")
+    print(f"send slots taken from stalled downloads: {res['stalled_sends']}; stalled replies cancelled: "
+          f"{res['stalled_replies']}; updates folded ahead of an earlier task: {res['folded_ahead']}")
     print(f"replies in flight at most: {flight}; goal: peak RSS above job start < (2 + {flight}) x model "
           f"= {(2 + flight) * model / 2**20:.0f} MiB: {'met' if extra < (2 + flight) * model else 'NOT met'}")
     if args.rounds > 1:  # what a warm server's rounds cost, against the RSS it settled at after round 1

@@ -167,3 +167,54 @@ def test_a_reorder_window_that_would_hold_every_slot_is_refused(window: int) -> 
 
     with pytest.raises(ConfigError, match=r"reorder_window: expected 0 to max_replies - 1 = 7, got"):
         GrpcTransport("127.0.0.1:0", max_replies=8, reorder_window=window)
+
+
+def test_a_stalled_reply_is_cancelled_only_when_another_waits_and_only_if_it_brings_nothing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_Admission, "POLL", 0.02)
+    admission = _Admission(1, stall=0.2)
+    cancelled: list[str] = []
+
+    def cancel(key: str):  # type: ignore[no-untyped-def]
+        def stop() -> None:  # as gRPC does: the stream fails, and its buffer goes
+            cancelled.append(key)
+            admission.release(key)
+        return stop
+
+    # a reply that keeps bringing chunks is never cancelled, however long another waits
+    assert admission.acquire(0, still_wanted=lambda: True, key="steady", cancel=cancel("steady"))
+    done = threading.Event()
+
+    def steady() -> None:
+        while not done.is_set():
+            admission.progress("steady")
+            time.sleep(0.02)
+
+    feeder = threading.Thread(target=steady)
+    feeder.start()
+    give_up = time.monotonic() + 0.8  # four times the stall
+    assert not admission.acquire(1, still_wanted=lambda: time.monotonic() < give_up)
+    done.set()
+    feeder.join(5)
+    assert cancelled == [] and admission.stalled == 0
+    admission.received("steady")
+    admission.release("steady")
+
+    # one that stops bringing chunks: left alone while nobody waits...
+    assert admission.acquire(0, still_wanted=lambda: True, key="stuck", cancel=cancel("stuck"))
+    time.sleep(0.4)
+    assert cancelled == []
+    # ...and cancelled once another reply waits for its slot, which the waiting reply then gets
+    t0 = time.monotonic()
+    assert admission.acquire(1, still_wanted=lambda: True, key="next")
+    assert cancelled == ["stuck"] and admission.stalled == 1
+    assert time.monotonic() - t0 < 5
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, float("nan")])
+def test_a_reply_stall_that_is_not_positive_is_refused(bad: float) -> None:
+    from fedra.errors import ConfigError
+    from fedra.transport.grpc import GrpcTransport
+
+    with pytest.raises(ConfigError, match="reply_stall: expected a positive number of seconds"):
+        GrpcTransport("127.0.0.1:0", reply_stall=bad)

@@ -527,3 +527,43 @@ def test_a_client_that_hangs_up_mid_reply_is_a_dropout_at_once() -> None:
     (reason,) = rec.failures
     assert "hung up in the middle of its reply" in reason or "payload stream ended early" in reason, reason
     assert elapsed < 30, "the round waited for the hung-up client's deadline"
+
+
+def test_a_client_that_stalls_mid_reply_gives_up_its_slot_to_the_others() -> None:
+    """One reply slot, held by task 0's client, which sends its header and a chunk and then nothing, without
+    hanging up. The others' replies must still count: the stalled stream is cancelled once they wait."""
+    from fedra.records import Message, decode_message, encode_message
+    from fedra.transport.grpc._chunks import chunks as chunk_stream
+
+    n = 3
+    server = GrpcTransport("127.0.0.1:0", max_replies=1, reply_stall=0.5)
+    stop = threading.Event()
+    task0_started = threading.Event()
+
+    def answer(conn: GrpcConnector, pulled: PulledTask) -> bool:
+        w = decode_message(pulled.payload).arrays["w"] + np.float32(1)
+        reply = encode_message(Message(arrays={"w": w}, meta={
+            "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1}))
+        if not pulled.task.task_id.endswith(".0"):
+            assert task0_started.wait(10)  # task 0 holds the slot first
+            conn.push(pulled.task, reply)
+            return True
+        head = pb.ReplyHeader(task_id=pulled.task.task_id, client_id=conn.client_id, nonce=pulled.task.nonce,
+                              payload_size=len(reply))
+        stream = chunk_stream(reply, reply=head)
+
+        def stalled():  # type: ignore[no-untyped-def]
+            yield next(stream)
+            yield next(stream)
+            task0_started.set()
+            stop.wait(60)  # sends nothing more, and does not hang up
+
+        with contextlib.suppress(Exception):  # grpc.RpcError: the server cancels this stream
+            conn._push(stalled(), timeout=60)
+        return False
+
+    _, rec, elapsed = one_round(server, n, answer, stop, size=400_000, round_timeout=60)
+    assert rec.completed and rec.accepted == n - 1
+    assert server.stalled_replies == 1
+    assert sum(rec.failures.values()) == 1, rec.failures
+    assert elapsed < 30, "the others waited for the stalled client's deadline"

@@ -129,6 +129,10 @@ class _Admission:
     holding is its choice (it holds at most ``GrpcTransport.reorder_window`` for the task order, and all
     of them when a robustness option needs every update at once).
 
+    A reply still being received that has brought no chunk for ``stall`` seconds while another reply
+    waits for a slot (a client that stopped sending without hanging up) is cancelled, so that its slot goes
+    to the waiting one: its client is a dropout for the round.
+
     Each waiting reply has a condition of its own, and a change wakes only the replies it may admit (the
     head of line; the lowest waiting task, when a slot is free). One condition for all of them woke every
     waiting reply at every change: at 100 clients with 8 slots that was ~5,000 wake-ups per round, each a
@@ -138,21 +142,28 @@ class _Admission:
     #: how often a waiting reply asks whether it is still wanted (its client gone, its round over early)
     POLL: Final = 0.25
 
-    def __init__(self, slots: int) -> None:
+    def __init__(self, slots: int, stall: float = math.inf) -> None:
         self.slots = slots
+        self.stall = stall
         self._lock = threading.RLock()  # an RLock: a release may run inside a holder's own frame
         self._live = 0
+        # replies being received: when each last brought a chunk, and how to cancel its stream
+        self._receiving: dict[Hashable, tuple[float, Callable[[], None]]] = {}
+        #: replies cancelled because they stalled while another waited for a slot
+        self.stalled = 0
         self._pending: set[Hashable] = set()  # live buffers the driver has not judged yet
         self._waiting: list[tuple[int, threading.Condition]] = []  # (task index, its condition)
         self.head = 0
         #: the most reply buffers alive at once since the transport started
         self.peak = 0
 
-    def acquire(self, index: int, *, still_wanted: Callable[[], bool], key: Hashable = None) -> bool:
+    def acquire(self, index: int, *, still_wanted: Callable[[], bool], key: Hashable = None,
+                cancel: Callable[[], None] | None = None) -> bool:
         """Wait for a slot for the reply to task ``index``; False if it stopped being wanted first.
 
         ``key`` names the buffer in :meth:`judged` and :meth:`release` (the task id: unique across rounds,
-        unlike the index); by default the index.
+        unlike the index); by default the index. ``cancel`` cancels the reply's stream if it stalls (see
+        :meth:`progress`); without it the reply is never cancelled.
         """
         key = index if key is None else key
         # still_wanted() takes the transport's lock, and the transport calls advance() (this lock) when
@@ -166,9 +177,15 @@ class _Admission:
                     if self._admits(index, self._lowest()):
                         self._live += 1
                         self._pending.add(key)
+                        if cancel is not None:
+                            self._receiving[key] = (time.monotonic(), cancel)
                         self.peak = max(self.peak, self._live)
                         return True
-                    me[1].wait(self.POLL)
+                    stalled = self._stalled(time.monotonic())
+                    if not stalled:
+                        me[1].wait(self.POLL)
+                for stop in stalled:  # outside the lock: cancelling runs into gRPC
+                    stop()
             return False
         finally:
             with self._lock:
@@ -180,7 +197,35 @@ class _Admission:
         with self._lock:
             self._live -= 1
             self._pending.discard(key)
+            self._receiving.pop(key, None)
             self._wake()
+
+    def progress(self, key: Hashable) -> None:
+        """Reply ``key`` brought a chunk."""
+        with self._lock:
+            if (held := self._receiving.get(key)) is not None:
+                self._receiving[key] = (time.monotonic(), held[1])
+
+    def received(self, key: Hashable) -> None:
+        """Reply ``key`` is received (or its stream ended): nothing left to cancel."""
+        with self._lock:
+            self._receiving.pop(key, None)
+
+    def _stalled(self, now: float) -> list[Callable[[], None]]:  # with self._lock held
+        stalled = [key for key, (last, _) in self._receiving.items() if now - last >= self.stall]
+        for key in stalled:
+            log.warning("reply for task %r brought nothing for %.0f s while another waited for a slot: "
+                        "cancelled, its client is a dropout for this round", key, now - self._receiving[key][0])
+        self.stalled += len(stalled)
+        return [self._receiving.pop(key)[1] for key in stalled]
+
+    def cancel_receiving(self) -> None:
+        """The round is over: cancel the replies still being received (stragglers, whose buffers go now)."""
+        with self._lock:
+            stops = [stop for _, stop in self._receiving.values()]
+            self._receiving.clear()
+        for stop in stops:
+            stop()
 
     def judged(self, key: Hashable) -> None:
         """The driver has judged buffer ``key``: it is held by the driver from now on, or soon gone."""
@@ -392,7 +437,7 @@ class _Servicer:
             log.warning("reply from %r for task %r rejected: %s", name, head.task_id, big)
             return self._judged(Reply(head.task_id, name, error=f"{type(big).__name__}: {big}"))
         if not self.t._admission.acquire(
-                index, key=head.task_id,
+                index, key=head.task_id, cancel=context.cancel,
                 still_wanted=lambda: context.is_active() and self.t._expects(head.task_id)):
             self.t.stragglers += 1
             return pb.PushAck(received=False, reason="the round closed before this reply could be received")
@@ -410,11 +455,13 @@ class _Servicer:
             while (message := next(request_iterator, None)) is not None:
                 asm.add(decode_chunk(message))
                 del message  # not alive while gRPC receives the next one: one chunk per stream, not two
+                self.t._admission.progress(head.task_id)
+            self.t._admission.received(head.task_id)
             payload = asm.result()
         except RecordError as exc:
             log.warning("reply from %r for task %r rejected: %s", name, head.task_id, exc)
             return self._judged(Reply(head.task_id, name, error=f"{type(exc).__name__}: {exc}"))
-        except grpc.RpcError:  # the client hung up mid-reply (killed, link cut): a dropout, settled now
+        except grpc.RpcError:  # the client hung up mid-reply (killed, link cut), or it stalled and was cut
             del asm
             log.info("client %r hung up in the middle of its reply to task %r: a dropout", name, head.task_id)
             self.t._deliver(Reply(head.task_id, name, error="the client hung up in the middle of its reply"))
@@ -463,6 +510,10 @@ class GrpcTransport(Transport):
         Replies the driver may hold for an earlier task's (to fold in task order) before it folds them
         ahead of it; from 0 to ``max_replies - 1``, by default under half of ``max_replies`` (see
         :attr:`reorder_window`).
+    reply_stall
+        Seconds a reply being received may bring no chunk while another reply waits for a slot, before
+        its stream is cancelled and its client counted a dropout (a client that stopped sending without
+        hanging up would otherwise hold its slot until its call's deadline).
     send_stall
         Seconds a client's download may wait for gRPC to take one chunk before its send slot goes to the
         next client (a slow link, or a client that stopped reading); its download goes on outside the
@@ -489,7 +540,7 @@ class GrpcTransport(Transport):
                  authority: Authority | None = None, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
                  client_ttl: float = 30.0, max_workers: int = 64, verdict_timeout: float = 600.0,
                  max_sending: int = 8, max_replies: int = 8, read_buffer: int = SMALL_READ_BUFFER,
-                 send_stall: float = 1.0, reorder_window: int | None = None) -> None:
+                 send_stall: float = 1.0, reorder_window: int | None = None, reply_stall: float = 30.0) -> None:
         check_address(bind, what="bind", listen=True)
         if authority is not None and credentials is None:
             raise ConfigError("authority: expected TLS credentials with it (server_credentials(...)), got "
@@ -511,6 +562,8 @@ class GrpcTransport(Transport):
         self._reorder_window = reorder_window
         if not send_stall > 0:
             raise ConfigError(f"send_stall: expected a positive number of seconds, got {send_stall}")
+        if not reply_stall > 0:
+            raise ConfigError(f"reply_stall: expected a positive number of seconds, got {reply_stall}")
         if read_buffer < 1:
             raise ConfigError(f"read_buffer: expected a positive number of bytes, got {read_buffer}; "
                               f"use read_buffer_cap_for(model bytes)")
@@ -525,7 +578,7 @@ class GrpcTransport(Transport):
         self._unanswered: list[bool] = []
         self._checksums: tuple[TaskBatch, list[int]] | None = None
         self._send_slots = _SendSlots(max_sending, send_stall)
-        self._admission = _Admission(max_replies)
+        self._admission = _Admission(max_replies, reply_stall)
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=max_workers,
                                                               thread_name_prefix="fedra-grpc"),
                                    options=[*CHANNEL_OPTIONS, *SERVER_OPTIONS,
@@ -604,6 +657,11 @@ class GrpcTransport(Transport):
         """Replies the driver may hold for an earlier task: by default under half the reply slots, so
         that while it waits for a client that never answers, the other half still receives replies."""
         return self._reorder_window
+
+    @property
+    def stalled_replies(self) -> int:
+        """Replies cancelled because they stalled while another waited for a slot (see ``reply_stall``)."""
+        return self._admission.stalled
 
     @property
     def stalled_sends(self) -> int:
@@ -686,6 +744,7 @@ class GrpcTransport(Transport):
                 self._unanswered = []
                 self._checksums = None
             self._admission.advance(-1)  # wake replies waiting for a slot: their round is over
+            self._admission.cancel_receiving()  # and free the buffers of those still arriving
             while True:  # replies that came after the driver stopped listening: stragglers
                 try:
                     late = self._results.get_nowait()
