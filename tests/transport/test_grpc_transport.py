@@ -8,7 +8,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -416,6 +416,25 @@ def test_a_client_that_hangs_up_stops_being_available_at_once() -> None:
         server.close()
 
 
+def echo_reply(pulled: PulledTask) -> bytes:
+    """The reply of a client that adds one to the model, with the task's id and nonce."""
+    from fedra.records import Message, decode_message, encode_message
+
+    w = decode_message(pulled.payload).arrays["w"] + np.float32(1)
+    return encode_message(Message(arrays={"w": w}, meta={
+        "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1}))
+
+
+def cut_reply(conn: GrpcConnector, pulled: PulledTask, reply: bytes, then: Callable[[], None]) -> Iterator[bytes]:
+    """A push stream that sends ``reply``'s header and first data chunk, then calls ``then`` and ends."""
+    head = pb.ReplyHeader(task_id=pulled.task.task_id, client_id=conn.client_id, nonce=pulled.task.nonce,
+                          payload_size=len(reply))
+    stream = chunks(reply, reply=head)
+    yield next(stream)
+    yield next(stream)
+    then()
+
+
 def one_round(server: GrpcTransport, n: int, answer: Callable[[GrpcConnector, PulledTask], bool],
               stop: threading.Event, *, size: int, round_timeout: float,
               update_hook: Any = None) -> tuple[RoundDriver, Any, float]:
@@ -487,33 +506,23 @@ def test_a_client_that_dies_after_its_download_loses_no_other_reply(hook: bool) 
 def test_a_client_that_hangs_up_mid_reply_is_a_dropout_at_once() -> None:
     """Its task is settled as failed when its stream breaks, so the round ends with the other replies
     instead of waiting for its deadline."""
-    from fedra.records import Message, decode_message, encode_message
-    from fedra.transport.grpc._chunks import chunks as chunk_stream
-
     n = 4
     server = GrpcTransport("127.0.0.1:0")
     stop = threading.Event()
 
     def answer(conn: GrpcConnector, pulled: PulledTask) -> bool:
-        w = decode_message(pulled.payload).arrays["w"] + np.float32(1)
-        reply = encode_message(Message(arrays={"w": w}, meta={
-            "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1}))
+        reply = echo_reply(pulled)
         if not pulled.task.task_id.endswith(".0"):
             conn.push(pulled.task, reply)
             return True
         # sends its header and first chunk, then hangs up
-        head = pb.ReplyHeader(task_id=pulled.task.task_id, client_id=conn.client_id, nonce=pulled.task.nonce,
-                              payload_size=len(reply))
-        stream = chunk_stream(reply, reply=head)
         sent = threading.Event()
 
-        def broken():  # type: ignore[no-untyped-def]
-            yield next(stream)
-            yield next(stream)
+        def hang() -> None:
             sent.set()
             stop.wait(30)  # never ends its stream: the call is cancelled instead
 
-        call = conn._push.future(broken(), timeout=30)
+        call = conn._push.future(cut_reply(conn, pulled, reply, hang), timeout=30)
         assert sent.wait(10)
         time.sleep(0.2)  # the two messages reach the server
         call.cancel()  # as a killed process's connection does: the stream is reset, not ended
@@ -532,34 +541,24 @@ def test_a_client_that_hangs_up_mid_reply_is_a_dropout_at_once() -> None:
 def test_a_client_that_stalls_mid_reply_gives_up_its_slot_to_the_others() -> None:
     """One reply slot, held by task 0's client, which sends its header and a chunk and then nothing, without
     hanging up. The others' replies must still count: the stalled stream is cancelled once they wait."""
-    from fedra.records import Message, decode_message, encode_message
-    from fedra.transport.grpc._chunks import chunks as chunk_stream
-
     n = 3
     server = GrpcTransport("127.0.0.1:0", max_replies=1, reply_stall=0.5)
     stop = threading.Event()
     task0_started = threading.Event()
 
     def answer(conn: GrpcConnector, pulled: PulledTask) -> bool:
-        w = decode_message(pulled.payload).arrays["w"] + np.float32(1)
-        reply = encode_message(Message(arrays={"w": w}, meta={
-            "task_id": pulled.task.task_id, "nonce": pulled.task.nonce, "num_examples": 1}))
+        reply = echo_reply(pulled)
         if not pulled.task.task_id.endswith(".0"):
             assert task0_started.wait(10)  # task 0 holds the slot first
             conn.push(pulled.task, reply)
             return True
-        head = pb.ReplyHeader(task_id=pulled.task.task_id, client_id=conn.client_id, nonce=pulled.task.nonce,
-                              payload_size=len(reply))
-        stream = chunk_stream(reply, reply=head)
 
-        def stalled():  # type: ignore[no-untyped-def]
-            yield next(stream)
-            yield next(stream)
+        def stall() -> None:
             task0_started.set()
             stop.wait(60)  # sends nothing more, and does not hang up
 
         with contextlib.suppress(Exception):  # grpc.RpcError: the server cancels this stream
-            conn._push(stalled(), timeout=60)
+            conn._push(cut_reply(conn, pulled, reply, stall), timeout=60)
         return False
 
     _, rec, elapsed = one_round(server, n, answer, stop, size=400_000, round_timeout=60)
