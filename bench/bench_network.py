@@ -10,14 +10,16 @@ baseline, measured in the same run, pushes clients x model bytes through one TCP
 each way. Also in the same run, "grpcio alone": the same clients, processes, chunks and bytes through
 grpcio with nothing else (no checks, no copies of fedra's, no aggregation), what grpcio's Python API
 costs by itself; and "sockets alone": the same again over plain TCP, what this machine does with these
-processes and bytes when gRPC is not in the way. The server process also reports its peak RSS above its RSS before the job, in model sizes.
+processes and bytes when gRPC is not in the way. The server process also reports its peak RSS above its
+RSS before the job, in model sizes.
 Goals (issue 3): round time within 2x of the baseline; server peak RSS under (2 + clients in flight) x model.
 
 The server sets glibc's heap as `fedra server` does (one arena, fixed mmap and trim thresholds:
 fedra/linux/_malloc.py); BENCH_ARENAS=0, BENCH_MMAP_THRESHOLD=0 and BENCH_TRIM_THRESHOLD=0 run it with
 glibc's defaults instead. gRPC's read buffer is capped as `fedra server` caps it for the model
 (``read_buffer_cap_for``); BENCH_READ_BUFFER=N caps it at N bytes instead. BENCH_REORDER_WINDOW=N lets
-the driver hold N early replies instead of GrpcTransport's default. ``--memory-detail`` traces
+the driver hold N early replies instead of GrpcTransport's default; BENCH_REPLY_CHUNK=N has the clients
+cut their replies into chunks of N bytes instead of ``chunk_size_for`` the reply. ``--memory-detail`` traces
 Python's allocations and what stays after the job; ``--sample-memory`` samples the server's buffers and
 malloc's heap every 3 ms (what each round's peak is made of).
 """
@@ -230,6 +232,10 @@ def client_main(port: int, name: str) -> None:
     from fedra.transport import JobFinished
     from fedra.transport.grpc import GrpcConnector
 
+    if size := int(os.environ.get("BENCH_REPLY_CHUNK", 0)):  # the connector's pushes, cut smaller or larger
+        import fedra.transport.grpc._client as connector
+
+        connector.chunks = functools.partial(connector.chunks, size=size)  # type: ignore[attr-defined]
     conn = GrpcConnector(f"127.0.0.1:{port}", client_id=name, max_payload_bytes=1 << 34)
     while True:
         try:
@@ -499,15 +505,16 @@ def main() -> None:
     res = json.loads(out.stdout.strip().splitlines()[-1])
     rounds = res["round_s"][1:]  # round 1 includes the clients' first imports and connections
     base = [socket_baseline(total) for _ in range(3)]
-    floor_out = subprocess.run([sys.executable, str(HERE), "_floor_server", "--clients", str(args.clients),
-                                "--params", str(args.params), "--rounds", str(args.rounds)],
-                               capture_output=True, text=True, check=True)
-    floor_res = json.loads(floor_out.stdout.strip().splitlines()[-1])
+
+    def reference(what: str) -> dict[str, Any]:  # grpcio alone or sockets alone, in a process of its own
+        out = subprocess.run([sys.executable, str(HERE), what, "--clients", str(args.clients), "--params",
+                              str(args.params), "--rounds", str(args.rounds)],
+                             capture_output=True, text=True, check=True)
+        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    floor_res = reference("_floor_server")
     floor = floor_res["round_s"][1:]
-    sockets_out = subprocess.run([sys.executable, str(HERE), "_sockets_server", "--clients", str(args.clients),
-                                  "--params", str(args.params), "--rounds", str(args.rounds)],
-                                 capture_output=True, text=True, check=True)
-    sockets = json.loads(sockets_out.stdout.strip().splitlines()[-1])["round_s"][1:]
+    sockets = reference("_sockets_server")["round_s"][1:]
     r_med, b_med, f_med = statistics.median(rounds), statistics.median(base), statistics.median(floor)
     s_med = statistics.median(sockets)
     extra = (res["peak_kib"] - res["rss_job_start_kib"]) * 1024

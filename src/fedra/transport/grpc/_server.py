@@ -147,11 +147,11 @@ class _Admission:
         self.stall = stall
         self._lock = threading.RLock()  # an RLock: a release may run inside a holder's own frame
         self._live = 0
+        self._pending: set[Hashable] = set()  # live buffers the driver has not judged yet
         # replies being received: when each last brought a chunk, and how to cancel its stream
         self._receiving: dict[Hashable, tuple[float, Callable[[], None]]] = {}
         #: replies cancelled because they stalled while another waited for a slot
         self.stalled = 0
-        self._pending: set[Hashable] = set()  # live buffers the driver has not judged yet
         self._waiting: list[tuple[int, threading.Condition]] = []  # (task index, its condition)
         self.head = 0
         #: the most reply buffers alive at once since the transport started
@@ -181,7 +181,8 @@ class _Admission:
                             self._receiving[key] = (time.monotonic(), cancel)
                         self.peak = max(self.peak, self._live)
                         return True
-                    stalled = self._stalled(time.monotonic())
+                    # a stalled reply is cancelled only for want of a slot, not while one is free
+                    stalled = self._stalled(time.monotonic()) if self._live >= self.slots else []
                     if not stalled:
                         me[1].wait(self.POLL)
                 for stop in stalled:  # outside the lock: cancelling runs into gRPC
@@ -450,13 +451,15 @@ class _Servicer:
         # driver has folded or refused the reply (or the stream failed)
         weakref.finalize(asm.array, self.t._admission.release, head.task_id)
         try:
-            asm.add(first)
-            del first
-            while (message := next(request_iterator, None)) is not None:
-                asm.add(decode_chunk(message))
-                del message  # not alive while gRPC receives the next one: one chunk per stream, not two
-                self.t._admission.progress(head.task_id)
-            self.t._admission.received(head.task_id)
+            try:
+                asm.add(first)
+                del first
+                while (message := next(request_iterator, None)) is not None:
+                    asm.add(decode_chunk(message))
+                    del message  # not alive while gRPC receives the next one: one chunk per stream, not two
+                    self.t._admission.progress(head.task_id)
+            finally:  # received, refused or broken off: there is no stream left to cancel
+                self.t._admission.received(head.task_id)
             payload = asm.result()
         except RecordError as exc:
             log.warning("reply from %r for task %r rejected: %s", name, head.task_id, exc)
